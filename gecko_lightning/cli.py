@@ -1,0 +1,45 @@
+"""The `gecko` command.
+
+    gecko fit|validate|test --config X.yaml [--model.temperature=0.02 ...]   (LightningCLI)
+    gecko data validate|convert ...     gecko build fret ...
+    gecko eval ...                      gecko export CKPT OUT_DIR
+    gecko sweep sweep.yaml ...          gecko report RUNS_DIR
+
+Each non-Lightning subcommand lives beside the code it drives and is imported lazily,
+so `gecko data validate` never pays for importing torch's trainer stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+SUBCOMMANDS = {
+    "data": "gecko_lightning.data.cli:main",
+    "build": "data_builders.cli:main",
+    "eval": "gecko_lightning.evaluation.cli:main",
+    "export": "gecko_lightning.export:main",
+    "sweep": "gecko_lightning.sweep:main",
+    "report": "gecko_lightning.report:main",
+}
+USAGE = "usage: gecko {" + ",".join(LIGHTNING_COMMANDS + tuple(SUBCOMMANDS)) + "} ... (gecko <command> --help)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command in LIGHTNING_COMMANDS:
+        from gecko_lightning.lightning_cli import run_lightning_cli
+
+        run_lightning_cli(argv)
+        return
+    if command not in SUBCOMMANDS:
+        print(f"gecko: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        sys.exit(2)
+    module, func = SUBCOMMANDS[command].split(":")
+    code = getattr(importlib.import_module(module), func)(rest)
+    sys.exit(code or 0)
