@@ -1,0 +1,179 @@
+"""GeckoModule: the LightningModule that fine-tunes a `GeckoEncoder` with Gecko's loss.
+
+The loss lives in `losses.py` and the cross-device gather in `distributed.py`; this file only
+wires the encoder, the loss switches, the optimiser and the logging together.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from gecko_lightning.encoder import GeckoEncoder
+from gecko_lightning.losses import HARD_NEGATIVES, contrastive_loss, in_batch_accuracy, matryoshka_loss
+
+Batch = dict[str, Any]
+
+
+class GeckoModule(L.LightningModule):
+    def __init__(
+        self,
+        model_name_or_path: str,
+        tokenizer: str | None = None,
+        random_init: bool = False,
+        projection_dim: int | None = None,
+        max_length: int = 512,
+        temperature: float = 0.05,
+        same_tower: bool = True,
+        hard_negatives: Literal["own", "all", "none"] = "own",
+        matryoshka_dims: list[int] | None = None,
+        matryoshka_weights: list[float] | None = None,
+        lr: float = 2e-5,
+        weight_decay: float = 0.01,
+        warmup_steps: int | float = 0,
+        scheduler: Literal["linear", "cosine", "constant"] = "linear",
+        grad_cache_chunk_size: int | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        """
+        Args:
+            model_name_or_path: Hugging Face Hub name or local folder of the backbone (BERT-like or T5).
+            tokenizer: tokenizer name or folder, when it differs from the backbone's.
+            random_init: build the backbone from its config with random weights (tests, tiny runs).
+            projection_dim: add a linear projection to this size after pooling.
+            max_length: longest input `encode()` tokenizes; training lengths are the DataModule's.
+            temperature: τ of the softmax; the paper does not state it, 0.05 is common.
+            same_tower: add query-query similarities s(q_i, q_j), j≠i, to the denominator.
+            hard_negatives: "own" (row i's negative only, Eq. 3), "all" (every row's) or "none".
+            matryoshka_dims: train the first d dims, re-normalised, for each d (e.g. [768, 256]); None = full only.
+            matryoshka_weights: one weight per Matryoshka dim; default 1 each.
+            lr: peak AdamW learning rate.
+            weight_decay: AdamW decay, never applied to biases and norm weights.
+            warmup_steps: linear warm-up length; a float below 1 is a fraction of all steps.
+            scheduler: decay after warm-up: "linear" or "cosine" to zero, or "constant".
+            grad_cache_chunk_size: embed in chunks of this many texts with a gradient cache (large batches).
+            gradient_checkpointing: trade compute for activation memory in the backbone.
+        """
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"model.temperature must be > 0, got {temperature}; the paper's default is 0.05")
+        if hard_negatives not in HARD_NEGATIVES:
+            raise ValueError(f"model.hard_negatives must be one of {HARD_NEGATIVES}, got {hard_negatives!r}")
+        if matryoshka_weights is not None and (matryoshka_dims is None or len(matryoshka_weights) != len(matryoshka_dims)):
+            raise ValueError(f"matryoshka_weights {matryoshka_weights} need one weight per matryoshka_dims entry ({matryoshka_dims})")
+        self.save_hyperparameters()
+        self.encoder = GeckoEncoder.from_pretrained(
+            model_name_or_path, random_init=random_init, tokenizer=tokenizer, projection_dim=projection_dim, max_length=max_length
+        )
+        if matryoshka_dims is not None and max(matryoshka_dims) > self.encoder.dim:
+            raise ValueError(
+                f"matryoshka dim {max(matryoshka_dims)} exceeds the embedding dimension {self.encoder.dim} of {model_name_or_path}"
+            )
+        if gradient_checkpointing:
+            self.encoder.backbone.gradient_checkpointing_enable()
+
+    def embed(self, features: dict[str, Tensor]) -> Tensor:
+        """(B, T) token features -> (B, D) L2-normalised embeddings."""
+        return self.encoder(features["input_ids"], features["attention_mask"])
+
+    def compute_loss(self, q: Tensor, pos: Tensor, neg: Tensor | None, batch: Batch) -> Tensor:
+        """The configured loss on precomputed embeddings; GradCache calls it on cached ones too."""
+        hp = self.hparams
+        kwargs = dict(
+            temperature=hp.temperature,
+            same_tower=batch.get("same_tower", True) if hp.same_tower else False,
+            hard_negatives=hp.hard_negatives,
+            pos_ids=batch.get("pos_ids"),
+        )
+        if hp.hard_negatives == "none":
+            neg = None
+        if hp.matryoshka_dims:
+            return matryoshka_loss(q, pos, neg, dims=hp.matryoshka_dims, weights=hp.matryoshka_weights, **kwargs)
+        return contrastive_loss(q, pos, neg, **kwargs)
+
+    def _embed_batch(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
+        q = self.embed(batch["query"])  # (B, D)
+        pos = self.embed(batch["positive"])  # (B, D)
+        neg = self.embed(batch["negative"]) if "negative" in batch and self.hparams.hard_negatives != "none" else None
+        return q, pos, neg
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        if self.hparams.grad_cache_chunk_size:
+            from gecko_lightning.grad_cache import grad_cache_step
+
+            return grad_cache_step(self, batch)
+        q, pos, neg = self._embed_batch(batch)
+        loss = self.compute_loss(q, pos, neg, batch)
+        self._log_step("train", loss, q, pos)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        q, pos, neg = self._embed_batch(batch)
+        loss = self.compute_loss(q, pos, neg, batch)
+        self._log_step("val", loss, q, pos)
+        return loss
+
+    def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        q, pos, neg = self._embed_batch(batch)
+        loss = self.compute_loss(q, pos, neg, batch)
+        self._log_step("test", loss, q, pos)
+        return loss
+
+    def _log_step(self, stage: str, loss: Tensor, q: Tensor, pos: Tensor) -> None:
+        on_step = stage == "train"
+        b = q.shape[0]
+        self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
+        acc = in_batch_accuracy(q.detach(), pos.detach())
+        self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
+        if on_step and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=b)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        decay, no_decay = _split_decay(self)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, fused=_fused_ok(self))
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(hp.warmup_steps * total) if isinstance(hp.warmup_steps, float) and hp.warmup_steps < 1 else int(hp.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(hp.scheduler, warmup, total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def lr_lambda(kind: str, warmup: int, total: int):
+    """Multiplier of the peak lr at step s: linear warm-up over `warmup` steps, then decay to 0 at `total`."""
+    if kind not in ("linear", "cosine", "constant"):
+        raise ValueError(f"model.scheduler must be 'linear', 'cosine' or 'constant', got {kind!r}")
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if kind == "constant":
+            return 1.0
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return 1.0 - progress if kind == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Biases and every norm layer's weights get no weight decay (BERT LayerNorm, T5LayerNorm, RMSNorm)."""
+    no_decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm) or "norm" in type(module).__name__.lower():
+            no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or id(p) in no_decay_ids else decay).append(p)
+    return decay, no_decay
+
+
+def _fused_ok(model: nn.Module) -> bool:
+    """Fused AdamW saves a kernel launch per tensor on GPU; CPU keeps the reference path."""
+    p = next(model.parameters())
+    return p.is_cuda and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
