@@ -129,7 +129,7 @@ class GeckoModule(L.LightningModule):
         self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         acc = in_batch_accuracy(q.detach(), pos.detach())
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
-        if on_step and self.trainer.optimizers:
+        if on_step and self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=b)
 
     def configure_optimizers(self) -> dict[str, Any]:
