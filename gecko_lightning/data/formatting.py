@@ -1,0 +1,181 @@
+"""Turn records into model text and tokenized batches.
+
+The paper's Table 7 format (the `gecko` preset) beat plain concatenation (the `plain` preset):
+    query side:    "task: {task} | query: {query}"
+    document side: "title: {title} | text: {text}"   (title "none" when absent)
+Symmetric records (STS, NLI, classification) put the query format on both sides, so both
+sides carry the task; `Example` holds the already formatted strings.
+
+`TripletCollator` runs inside DataLoader workers: it tokenizes the query side and the
+document sides with their own max lengths and pads each to the longest row of the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from gecko_lightning.data.schema import Passage, Record
+
+PRESETS: dict[str, dict[str, str]] = {
+    "gecko": {"query": "task: {task} | query: {query}", "document": "title: {title} | text: {text}", "empty_title": "none"},
+    "plain": {"query": "{task} {query}", "document": "{title} {text}", "empty_title": ""},
+}
+
+
+@dataclass(frozen=True)
+class Template:
+    """How a record becomes text. `query` sees {task} and {query}; `document` sees {title} and {text}."""
+
+    query: str = PRESETS["gecko"]["query"]
+    document: str = PRESETS["gecko"]["document"]
+    empty_title: str = "none"
+
+    @classmethod
+    def from_preset(cls, name: str = "gecko", query: str | None = None, document: str | None = None) -> Template:
+        """A preset with optional overrides of either side."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown format preset {name!r}: choose one of {sorted(PRESETS)} or pass templates")
+        preset = PRESETS[name]
+        template = cls(query or preset["query"], document or preset["document"], preset["empty_title"])
+        template.check()
+        return template
+
+    def check(self) -> None:
+        for side, text, fields in (("query", self.query, ("{query}",)), ("document", self.document, ("{text}",))):
+            if not all(f in text for f in fields):
+                raise ValueError(f"{side} template {text!r} must contain {' and '.join(fields)}")
+
+    def format_query(self, task: str, query: str) -> str:
+        return self.query.format(task=task, query=query).strip()
+
+    def format_document(self, passage: Passage) -> str:
+        return self.document.format(title=passage.title or self.empty_title, text=passage.text).strip()
+
+
+class Example(NamedTuple):
+    """One formatted training row: what a Dataset yields and the collate consumes.
+
+    `group` names the rows that must not act as each other's in-batch negatives: rows
+    with the same group get the same `pos_ids` value (duplicate positive, or same class).
+    """
+
+    id: str
+    query: str
+    positive: str
+    negative: str | None
+    group: str
+    same_tower: bool = True
+
+
+def format_record(
+    record: Record,
+    template: Template,
+    symmetric: bool | None = None,
+    unique_id: str | None = None,
+    same_tower: bool = True,
+    group: str | None = None,
+) -> Example:
+    """Format one record. `symmetric=None` follows the record's own flag.
+
+    `unique_id` is appended to x, x+ and x- (the paper's fix for classification false
+    negatives); `group` defaults to the positive text so duplicates are masked by the loss.
+    """
+    symmetric = record.symmetric if symmetric is None else symmetric
+    suffix = f" {unique_id}" if unique_id else ""
+
+    def side(p: Passage) -> str:
+        text = template.format_query(record.task, p.text) if symmetric else template.format_document(p)
+        return text + suffix
+
+    positive = side(record.positive)
+    return Example(
+        id=record.id,
+        query=template.format_query(record.task, record.query) + suffix,
+        positive=positive,
+        negative=side(record.negative) if record.negative is not None else None,
+        group=group if group is not None else "text\0" + positive,
+        same_tower=same_tower,
+    )
+
+
+def stable_id(key: str) -> int:
+    """A 63-bit id that is the same on every rank and run (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
+def load_tokenizer(name_or_path: str | None, owner: str = "the DataModule") -> PreTrainedTokenizerBase:
+    """A fast HF tokenizer, or a clear error saying how to set one."""
+    if not name_or_path:
+        raise ValueError(
+            f"{owner} needs a tokenizer: set `data.tokenizer` (a Hugging Face tokenizer name or folder, "
+            "e.g. configs/assets/tiny-bert) or link it from `model.model_name_or_path`"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if not tokenizer.is_fast:
+        raise ValueError(f"tokenizer {name_or_path!r} is not a fast (Rust) tokenizer; the loader needs one for speed")
+    return tokenizer
+
+
+class TripletCollator:
+    """list[Example] -> the training batch dict (see module docstring of `gecko_lightning.data`).
+
+    Shapes: query (B, Tq) with Tq <= query_max_length; positive/negative (B, Tp) with
+    Tp <= doc_max_length; each side padded to its own longest row (dynamic padding).
+    Rows without a negative borrow the positive of row (i+1) % B, which is already an
+    in-batch negative for row i, so the loss sees a full (B, Tp) negative block.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        query_max_length: int = 64,
+        doc_max_length: int = 256,
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.query_max_length = query_max_length
+        self.doc_max_length = doc_max_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _encode(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(
+            list(texts),
+            max_length=max_length,
+            truncation=True,
+            padding="longest",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_tensors="pt",
+            return_token_type_ids=False,
+        )
+        return {"input_ids": enc["input_ids"].long(), "attention_mask": enc["attention_mask"].long()}
+
+    def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
+        if not examples:
+            raise ValueError("cannot collate an empty batch")
+        _quiet_forked_tokenizer()
+        n = len(examples)
+        batch: dict[str, Any] = {
+            "query": self._encode([e.query for e in examples], self.query_max_length),
+            "positive": self._encode([e.positive for e in examples], self.doc_max_length),
+        }
+        if any(e.negative is not None for e in examples):
+            negatives = [e.negative if e.negative is not None else examples[(i + 1) % n].positive for i, e in enumerate(examples)]
+            batch["negative"] = self._encode(negatives, self.doc_max_length)
+            batch["neg_filled"] = sum(e.negative is None for e in examples)
+        batch["pos_ids"] = torch.tensor([stable_id(e.group) for e in examples], dtype=torch.long)  # (B,)
+        batch["same_tower"] = torch.tensor([e.same_tower for e in examples], dtype=torch.bool)  # (B,)
+        batch["ids"] = [e.id for e in examples]
+        return batch
+
+
+def _quiet_forked_tokenizer() -> None:
+    """In a worker, Rust-side threads only fight the other workers for cores: turn them off."""
+    if torch.utils.data.get_worker_info() is not None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

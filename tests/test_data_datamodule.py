@@ -1,0 +1,75 @@
+"""FRetDataModule and MixtureDataModule: setup, batches, LightningCLI parsing, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+from gecko_lightning.data import FRetDataModule, MixtureDataModule, SourceConfig
+from gecko_lightning.data.schema import write_records
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_FRET = str(REPO / "configs" / "assets" / "tiny_fret")
+TOKENIZER = str(REPO / "configs" / "assets" / "tiny-bert")
+
+
+def test_fret_datamodule_yields_full_batches_of_every_record_once():
+    dm = FRetDataModule(TINY_FRET, tokenizer=TOKENIZER, batch_size=10, query_max_length=16, doc_max_length=24)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 96 // 10  # the remainder of 6 is dropped: the loss all-gathers full batches
+    ids = [i for b in batches for i in b["ids"]]
+    assert len(ids) == len(set(ids)) == 90
+    b = batches[0]
+    assert b["query"]["input_ids"].shape[0] == 10 and b["query"]["input_ids"].shape[1] <= 16
+    assert b["positive"]["input_ids"].shape[1] <= 24 and b["negative"]["attention_mask"].shape[0] == 10
+
+
+def test_missing_tokenizer_says_how_to_set_it():
+    dm = FRetDataModule(TINY_FRET)
+    with pytest.raises(ValueError, match=r"needs a tokenizer: set `data.tokenizer`.*model.model_name_or_path"):
+        dm.setup("fit")
+
+
+def test_on_error_skip_counts_bad_rows(tmp_path):
+    good = json.loads((Path(TINY_FRET) / "shard-00000.jsonl").read_text().splitlines()[0])
+    lines = [json.dumps({**good, "id": f"g{i}"}) for i in range(4)] + ['{"id": "bad"', json.dumps({**good, "query": ""})]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}:5: malformed JSON"):
+        FRetDataModule(str(path), tokenizer=TOKENIZER).setup("fit")
+    dm = FRetDataModule(str(path), tokenizer=TOKENIZER, batch_size=2, on_error="skip")
+    dm.setup("fit")
+    assert dm.skipped_rows == 2 and len(dm.train_dataset) == 4
+    assert any(f"{path}:6: empty or non-string 'query'" in s for s in dm.read_stats["d"].skipped)
+
+
+class _Tiny(LightningModule):
+    def __init__(self, model_name_or_path: str = "x") -> None:
+        super().__init__()
+
+
+def test_datamodules_parse_as_lightning_cli_data_entries(tmp_path):
+    config = {
+        "model": {"model_name_or_path": TOKENIZER},
+        "data": {
+            "class_path": "gecko_lightning.data.MixtureDataModule",
+            "init_args": {
+                "tokenizer": TOKENIZER,
+                "homogeneous_batches": True,
+                "sources": [{"path": TINY_FRET, "weight": 2.0}, {"path": TINY_FRET, "false_negatives": "unique_id"}],
+            },
+        },
+    }
+    cli = LightningCLI(_Tiny, subclass_mode_data=True, run=False, args=config)
+    assert isinstance(cli.datamodule, MixtureDataModule)
+    assert cli.datamodule.sources[1] == SourceConfig(path=TINY_FRET, false_negatives="unique_id")
+    config["data"] = {"class_path": "gecko_lightning.data.FRetDataModule", "init_args": {"path": TINY_FRET}}
+    cli = LightningCLI(_Tiny, subclass_mode_data=True, run=False, args=config)
+    assert isinstance(cli.datamodule, FRetDataModule) and cli.datamodule.batch_size == 32
