@@ -126,7 +126,7 @@ class MixtureDataModule(LightningDataModule):
         return TripletCollator(self.tokenizer, self.query_max_length, self.doc_max_length, self.pad_to_multiple_of)
 
     def _loader(self, dataset: TripletDataset, sampler: GlobalBatchSampler) -> DataLoader:
-        return DataLoader(
+        return _ResumableLoader(
             dataset,
             batch_size=None,  # the sampler yields whole batches (lists of indices)
             sampler=sampler,
@@ -189,6 +189,20 @@ class MixtureDataModule(LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict)
         self._epoch, self._consumed = state_dict["epoch"], state_dict["consumed"]
+
+
+class _ResumableLoader(DataLoader):
+    """A DataLoader that Lightning treats as resumable mid-epoch (no "not resumable" warning).
+
+    The resume state itself is the DataModule's `state_dict()`: the sampler skips the batches
+    already consumed. The loader has nothing of its own to save.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
 
 
 class FRetDataModule(MixtureDataModule):
