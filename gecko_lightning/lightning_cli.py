@@ -1,15 +1,53 @@
-"""`gecko fit|validate|test` through LightningCLI: typed signatures are the config and the help."""
+"""`gecko fit|validate|test` through LightningCLI: typed signatures are the config and the help.
+
+Defaults added here: a `GeckoWandbLogger` (offline unless a W&B key is available; override with
+`--trainer.logger=false` or any Lightning logger), the `Throughput` callback, and a config callback
+that logs the resolved config, git commit and data manifests to the loggers. `normalize_argv`
+makes the `--key=value` arguments of a W&B sweep agent read as LightningCLI overrides.
+"""
 
 from __future__ import annotations
+
+import sys
 
 from lightning import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from gecko_lightning.module import GeckoModule
+from gecko_lightning.tracking import GeckoSaveConfig, Throughput
+
+WANDB_LOGGER = "gecko_lightning.tracking.GeckoWandbLogger"
+# Group-valued keys (a class or a YAML file for a whole section) must come before the dotted
+# overrides of the same section, or they would reset them; W&B passes its args in any order.
+_GROUP_KEYS = ("--data", "--model", "--trainer", "--trainer.logger")
 
 
 def _tokenizer_for_data(model_name_or_path: str, tokenizer: str | None) -> str:
     return tokenizer or model_name_or_path
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """W&B agent args -> LightningCLI args: `=None` becomes `=null`; whole-section values go first.
+
+    W&B writes every sweep value with Python's `str()`, so a None arrives as `--key=None`, which
+    jsonargparse would read as the string "None"; True/False and `[32, 16]` already parse as YAML.
+    """
+    out = [a[: -len("None")] + "null" if a.startswith("--") and a.endswith("=None") else a for a in argv]
+    end = _after_configs(out)
+    head, rest = out[:end], out[end:]
+    first = [a for a in rest if "=" in a and a.split("=", 1)[0] in _GROUP_KEYS]
+    return head + first + [a for a in rest if a not in first]
+
+
+def _after_configs(argv: list[str]) -> int:
+    """Index just past the subcommand and the last `--config FILE`: the overrides start there."""
+    end = 1 if argv and not argv[0].startswith("-") else 0
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c"):
+            end = i + 2
+        elif arg.startswith("--config="):
+            end = i + 1
+    return end
 
 
 class GeckoCLI(LightningCLI):
@@ -19,13 +57,26 @@ class GeckoCLI(LightningCLI):
             ("model.model_name_or_path", "model.tokenizer"), "data.init_args.tokenizer", compute_fn=_tokenizer_for_data
         )
 
+    def before_instantiate_classes(self) -> None:
+        """Put W&B run folders under trainer.default_root_dir unless the logger names its own."""
+        config = self.config.get(str(self.subcommand), self.config)
+        trainer = config.get("trainer")
+        logger = trainer.get("logger") if trainer is not None else None
+        if getattr(logger, "class_path", None) == WANDB_LOGGER and logger.init_args.get("save_dir") is None:
+            logger.init_args.save_dir = trainer.get("default_root_dir") or "."
+
 
 def run_lightning_cli(argv: list[str]) -> GeckoCLI:
+    args = normalize_argv(argv)
+    # LightningCLI warns when given args while sys.argv also holds them (the console-script case).
+    args = None if args == sys.argv[1:] else args
     return GeckoCLI(
         GeckoModule,
         LightningDataModule,
         subclass_mode_data=True,
-        args=argv,
+        args=args,
+        save_config_callback=GeckoSaveConfig,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf"},
+        trainer_defaults={"logger": {"class_path": WANDB_LOGGER}, "callbacks": [Throughput()]},
+        parser_kwargs={"parser_mode": "omegaconf", "allow_abbrev": False},
     )
