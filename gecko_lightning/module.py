@@ -75,6 +75,7 @@ class GeckoModule(L.LightningModule):
             )
         if gradient_checkpointing:
             self.encoder.backbone.gradient_checkpointing_enable()
+        _drop_unused_pooler(self.encoder.backbone)
 
     def embed(self, features: dict[str, Tensor]) -> Tensor:
         """(B, T) token features -> (B, D) L2-normalised embeddings."""
@@ -171,6 +172,13 @@ def _split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
             continue
         (no_decay if name.endswith("bias") or id(p) in no_decay_ids else decay).append(p)
     return decay, no_decay
+
+
+def _drop_unused_pooler(backbone: nn.Module) -> None:
+    """Mean pooling never reads the [CLS] pooler of BERT-like backbones (their forward skips a None
+    pooler). Its parameters would get no gradient, which DDP's reducer rejects at the first step."""
+    if isinstance(getattr(backbone, "pooler", None), nn.Module):
+        backbone.pooler = None
 
 
 def _fused_ok(model: nn.Module) -> bool:

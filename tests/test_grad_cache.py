@@ -1,0 +1,133 @@
+"""GradCache: the cached step gives the plain step's loss and parameter gradients.
+
+The reference embeds the same chunks in the same order *with* a graph, so it draws the same
+dropout masks as the cache's first pass; only a correct RNG restore in the replay reproduces them.
+"""
+
+import pytest
+import torch
+
+from gecko_lightning.grad_cache import check_chunk_size, grad_cache_step
+from gecko_lightning.module import GeckoModule
+
+B = 7
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls on a shared 2-core machine run 50x faster on one thread than oversubscribed."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_module(tiny_bert, chunk, **kw):
+    torch.manual_seed(0)
+    m = GeckoModule(str(tiny_bert), random_init=True, matryoshka_dims=[32, 16], matryoshka_weights=[1.0, 0.5],
+                    grad_cache_chunk_size=chunk, **kw).double()
+    m.train()  # dropout on: hidden 0.1, attention 0.1
+    return m
+
+
+def make_batch(module, b=B):
+    tok = module.encoder.tokenize
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
+    text = lambda i, n: " ".join(words[(i + j) % len(words)] for j in range(n))  # noqa: E731  ragged lengths
+    return {
+        "query": dict(tok([f"task: search | query: {text(i, 2 + i % 4)}" for i in range(b)])),
+        "positive": dict(tok([f"title: none | text: {text(i, 5 + i)}" for i in range(b)])),
+        "negative": dict(tok([f"title: none | text: {text(i + 3, 4 + 2 * i % 5)}" for i in range(b)])),
+        "pos_ids": torch.tensor([0, 1, 2, 1, 3, 4, 0])[:b],  # rows 1/3 and 0/6 share a positive
+        "same_tower": torch.tensor([True, False, True, True, False, True, True])[:b],
+    }
+
+
+def chunked_with_graph(module, features, size):
+    """Independent reference: the same chunks, in the same order, embedded with a graph."""
+    n = features["input_ids"].shape[0]
+    return torch.cat([module.embed({k: v[s : s + size] for k, v in features.items()}) for s in range(0, n, size)])
+
+
+def grads(module):
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("chunk", [3, 1, 16])
+def test_cached_gradients_match_plain_with_dropout(tiny_bert, chunk):
+    module = make_module(tiny_bert, chunk)
+    batch = make_batch(module)
+    torch.manual_seed(123)
+    q, p, n = (chunked_with_graph(module, batch[k], chunk) for k in ("query", "positive", "negative"))
+    want_loss = module.compute_loss(q, p, n, batch)
+    (0.25 * want_loss).backward()  # 0.25: accumulate_grad_batches / AMP scaling reach the replay
+    want, after_plain = grads(module), torch.get_rng_state()
+    module.zero_grad(set_to_none=True)
+
+    torch.manual_seed(123)
+    got_loss = grad_cache_step(module, batch)
+    (0.25 * got_loss).backward()
+    got = grads(module)
+    assert torch.equal(torch.get_rng_state(), after_plain)  # the replay leaves the caller's RNG stream alone
+    assert got_loss.item() == pytest.approx(want_loss.item(), rel=1e-12)
+    assert want.keys() == got.keys() and len(got) > 10
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-8, msg=f"grad differs for {name}")
+
+
+def test_dropout_is_live_so_the_parity_test_can_fail(tiny_bert):
+    module = make_module(tiny_bert, 3)
+    feats = make_batch(module)["query"]
+    assert not torch.allclose(module.embed(feats), module.embed(feats))
+
+
+def test_plain_step_equals_one_chunk_per_tower(tiny_bert):
+    """With chunks larger than the batch, the cache equals GeckoModule's own plain training step."""
+    plain, cached = make_module(tiny_bert, None), make_module(tiny_bert, 64)
+    batch = make_batch(plain)
+    for m in (plain, cached):
+        torch.manual_seed(7)
+        m.training_step(batch, 0).backward()
+    for (name, a), b in zip(plain.named_parameters(), cached.parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_each_parameter_accumulates_once_per_step(tiny_bert):
+    """DDP's reducer and DeepSpeed ZeRO reduce a gradient when it lands in .grad; a second
+    landing in one step is what breaks peers' caches ("Gradient computed twice")."""
+    module = make_module(tiny_bert, 2)
+    counts = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            p.register_post_accumulate_grad_hook(lambda p, name=name: counts.__setitem__(name, counts.get(name, 0) + 1))
+    grad_cache_step(module, make_batch(module)).backward()  # 4 chunks per tower, 12 in all
+    assert counts and set(counts.values()) == {1}
+    assert len(counts) == sum(p.grad is not None for p in module.parameters())
+
+
+def test_second_backward_is_refused(tiny_bert):
+    module = make_module(tiny_bert, 4)
+    loss = grad_cache_step(module, make_batch(module))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="already backpropagated once"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("bad", [0, -4, 2.5, True, "32"])
+def test_bad_chunk_size_is_named(bad):
+    with pytest.raises(ValueError, match=f"grad_cache_chunk_size must be a positive number of texts per chunk, got {bad!r}"):
+        check_chunk_size(bad)
+
+
+def test_training_step_dispatches_and_logs_the_true_loss(tiny_bert):
+    module = make_module(tiny_bert, 3)
+    batch = make_batch(module)
+    torch.manual_seed(5)
+    loss = module.training_step(batch, 0)
+    assert loss.requires_grad and loss.grad_fn.__class__.__name__ == "_SurrogateLossBackward"
+    module.eval()  # same value without dropout on both sides
+    with torch.no_grad():
+        q, p, n = (module.embed(batch[k]) for k in ("query", "positive", "negative"))
+        want = module.compute_loss(q, p, n, batch)
+    assert grad_cache_step(module, batch).item() == pytest.approx(want.item(), rel=1e-10)
