@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from gecko_lightning.paths import resolve_path
+
 GECKO_CONFIG = "gecko_encoder.json"
 PROJECTION_WEIGHTS = "projection.pt"
 
@@ -78,8 +80,9 @@ class GeckoEncoder(nn.Module):
         max_length: int = 512,
         **hf_kwargs,
     ) -> GeckoEncoder:
-        """Load a Hub name or a local folder; a folder saved by `save_pretrained` restores the projection."""
-        name_or_path = str(name_or_path)
+        """Load a Hub name, a local folder or `package:<pkg>/<sub>`; a `save_pretrained` folder restores the projection."""
+        name_or_path = resolve_path(str(name_or_path))
+        tokenizer = resolve_path(tokenizer) if tokenizer else None
         saved = Path(name_or_path) / GECKO_CONFIG
         if saved.is_file():
             cfg = json.loads(saved.read_text())

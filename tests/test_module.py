@@ -80,3 +80,16 @@ def test_bad_config_is_named(tiny_bert, kwargs, message):
 def test_schedule_rejects_unknown_kind():
     with pytest.raises(ValueError, match="model.scheduler must be 'linear', 'cosine' or 'constant', got 'step'"):
         lr_lambda("step", 0, 10)
+
+
+def test_package_path_resolves_to_installed_folder(tmp_path, monkeypatch):
+    from gecko_lightning.paths import resolve_path
+
+    pkg = tmp_path / "fake_models_pkg"
+    (pkg / "model").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('never imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert resolve_path("package:fake_models_pkg/model") == str(pkg / "model")
+    assert resolve_path("bert-base-uncased") == "bert-base-uncased"
+    with pytest.raises(FileNotFoundError, match="package 'no_such_pkg_x' is not installed; pip install no-such-pkg-x"):
+        resolve_path("package:no_such_pkg_x/model")
