@@ -101,3 +101,14 @@ def test_stable_id_is_fixed_across_processes():
 
     expected = int.from_bytes(hashlib.blake2b(b"abc", digest_size=8).digest(), "little") >> 1
     assert stable_id("abc") == expected and 0 <= expected < 2**63
+
+
+@pytest.mark.parametrize("multiple", [None, 8])
+def test_collate_equals_the_transformers_tokenizer_call(multiple):
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    docs = [e.positive for e in _examples()] + ["title: t | text: " + "word " * 300]
+    rows = [Example(str(i), "q", d, None, str(i)) for i, d in enumerate(docs)]
+    got = TripletCollator(tok, 16, 40, pad_to_multiple_of=multiple)(rows)["positive"]
+    ref = tok(docs, max_length=40, truncation=True, padding="longest", pad_to_multiple_of=multiple, return_tensors="pt")
+    assert torch.equal(got["input_ids"], ref["input_ids"])
+    assert torch.equal(got["attention_mask"], ref["attention_mask"])

@@ -12,12 +12,14 @@ document sides with their own max lengths and pads each to the longest row of th
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -139,22 +141,30 @@ class TripletCollator:
         doc_max_length: int = 256,
         pad_to_multiple_of: int | None = None,
     ) -> None:
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no pad token: set one (e.g. the eos token)")
         self.tokenizer = tokenizer
         self.query_max_length = query_max_length
         self.doc_max_length = doc_max_length
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_id = tokenizer.pad_token_id
+        # The Rust tokenizer directly, one copy per side (truncation is its state): padding and
+        # tensor building in numpy halve the CPU time of the transformers __call__ path.
+        self._rust = {n: _truncating(tokenizer, n) for n in {query_max_length, doc_max_length}}
 
     def _encode(self, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(
-            list(texts),
-            max_length=max_length,
-            truncation=True,
-            padding="longest",
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            return_tensors="pt",
-            return_token_type_ids=False,
-        )
-        return {"input_ids": enc["input_ids"].long(), "attention_mask": enc["attention_mask"].long()}
+        rust = self._rust[max_length]
+        encode = getattr(rust, "encode_batch_fast", rust.encode_batch)  # _fast skips char offsets
+        seqs = [e.ids for e in encode(list(texts))]
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))  # (B,)
+        width = int(lengths.max())
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)  # (B, T)
+        for row, seq in enumerate(seqs):
+            ids[row, : len(seq)] = seq
+        mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)  # (B, T)
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
         if not examples:
@@ -173,6 +183,14 @@ class TripletCollator:
         batch["same_tower"] = torch.tensor([e.same_tower for e in examples], dtype=torch.bool)  # (B,)
         batch["ids"] = [e.id for e in examples]
         return batch
+
+
+def _truncating(tokenizer: PreTrainedTokenizerBase, max_length: int):
+    """A copy of the fast tokenizer's Rust backend that truncates to max_length (special tokens included)."""
+    rust = copy.deepcopy(tokenizer.backend_tokenizer)
+    rust.no_padding()
+    rust.enable_truncation(max_length)
+    return rust
 
 
 def _quiet_forked_tokenizer() -> None:
