@@ -1,0 +1,94 @@
+"""A persistent cache of every LLM call, so a killed or repeated build never pays for a call twice.
+
+SQLite in WAL mode: each batch of results is one transaction, so after `kill -9` the file holds
+every batch that finished and nothing half-written. The key hashes the backend's model id, the
+prompt version, the call kind and the exact input; changing any of them misses the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def cache_key(model_id: str, prompt_version: str, kind: str, payload: Any) -> str:
+    blob = json.dumps([model_id, prompt_version, kind, payload], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class LLMCache:
+    """key -> JSON value, in one SQLite file that several processes may open."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL survives a killed process (not a power cut) and keeps commits cheap.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for start in range(0, len(keys), 500):  # SQLite limits bound parameters per statement
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, value in self._db.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk):
+                found[key] = json.loads(value)
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        """Store a batch in one transaction: all of it lands, or none of it."""
+        rows = [(k, json.dumps(v)) for k, v in items.items()]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CallCounter:
+    """Per-stage counts of calls sent to the LLM and calls answered by the cache."""
+
+    def __init__(self) -> None:
+        self.llm_calls: Counter = Counter()
+        self.cache_hits: Counter = Counter()
+
+
+def cached_batch(
+    cache: LLMCache,
+    counter: CallCounter,
+    stage: str,
+    keys: Sequence[str],
+    compute: Callable[[list[int]], list[Any]],
+) -> list[Any]:
+    """Values for `keys`, computing only the misses (by index) and storing them in one transaction.
+
+    Callers pass fixed batches in a fixed order, so a resumed run recomputes exactly the batches that
+    had not finished, with the same batch composition: the output is identical to an uninterrupted run.
+    """
+    found = cache.get_many(keys)
+    missing = [i for i, k in enumerate(keys) if k not in found]
+    counter.cache_hits[stage] += len(keys) - len(missing)
+    if missing:
+        values = compute(missing)
+        if len(values) != len(missing):
+            raise RuntimeError(f"backend returned {len(values)} results for {len(missing)} inputs")
+        counter.llm_calls[stage] += len(missing)
+        new = {keys[i]: v for i, v in zip(missing, values)}
+        cache.put_many(new)
+        found.update(new)
+    return [found[k] for k in keys]

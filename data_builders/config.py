@@ -1,0 +1,220 @@
+"""The FRet build config: typed sections with defaults; YAML and `--a.b=value` flags only override them.
+
+    corpus:   where the passages come from, how many seeds, the token budget
+    llm:      which backend scores and generates (transformers | openai | fake)
+    generate / filter / retrieve / rerank / select / export: one section per stage
+    cache:    the SQLite file that remembers every LLM call
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class CorpusConfig:
+    path: str = "configs/assets/tiny_corpus/corpus.jsonl"
+    """JSONL/Parquet file with `_id` (or `id`), `title`, `text`; or a Hugging Face dataset name (online only)."""
+    split: str = "train"
+    """Split to read when `path` is a Hugging Face dataset name."""
+    limit: int | None = None
+    """Read only the first `limit` passages (the corpus that retrieval searches)."""
+    num_seeds: int | None = None
+    """Sample this many seed passages from the corpus (all when null)."""
+    seed: int = 0
+    """Seeds the seed sampling, the few-shot rotation and `negative: random`."""
+    max_passage_tokens: int = 256
+    """Passages longer than this (LLM tokens; words for the fake/openai backends) are truncated."""
+
+
+@dataclass
+class LLMConfig:
+    backend: str = "transformers"
+    """transformers | openai | fake (fake is a deterministic stand-in for tests)."""
+    model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    """HF name, folder, `package:<python package>` (a folder shipped in a pip package) or the served model name."""
+    gguf_file: str | None = None
+    """GGUF file inside `model` (transformers de-quantizes it on load)."""
+    tokenizer: str | None = None
+    """Tokenizer folder when it differs from `model`."""
+    random_init: bool = False
+    """Build the model from its config with random weights (tiny smoke-test models only)."""
+    dtype: str = "float32"
+    device: str = "auto"
+    chat_template: bool = True
+    """Wrap generation prompts in the tokenizer's chat template when it has one."""
+    max_new_tokens: int = 48
+    temperature: float = 0.0
+    """0 is greedy; > 0 samples with a seed derived from the batch, so runs repeat exactly."""
+    stop: list[str] = field(default_factory=lambda: ["\n\n"])
+    """Generation stops at these strings (after the two answer lines), saving decode steps."""
+    gen_batch_size: int = 8
+    score_batch_size: int = 20
+    """Sequences per forward pass when scoring; QL/RC of one query's N candidates fit in one or a few."""
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable that holds the API key (never put keys in configs)."""
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    backoff_s: float = 1.0
+    ql_method: str = "echo"
+    """openai: `echo` (echo+logprobs on /v1/completions) or `prompt_logprobs` (vLLM)."""
+    rc_top_logprobs: int = 20
+    use_chat_endpoint: bool = False
+    """openai generation through /v1/chat/completions instead of /v1/completions."""
+    fake_delay_s: float = 0.0
+    """fake: sleep per batch (lets tests kill a run midway)."""
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str = "generate-v1"
+    """Prompt file name in `data_builders/prompts/` (or a path to a YAML prompt file)."""
+    shots: int = 3
+    """Few-shot examples per call, sampled per seed so no single example dominates."""
+    fallback: str = "none"
+    """none | extractive. `extractive` turns an unparseable output into a sentence-lookup query cut from
+    the passage; only for smoke tests with a random tiny LM."""
+
+
+@dataclass
+class FilterConfig:
+    round_trip_top_k: int | None = None
+    """Keep a query only if its seed ranks within the top k of its own retrieval (Promptagator)."""
+
+
+@dataclass
+class RetrieveConfig:
+    embedder: str = "sentence-transformers/all-MiniLM-L6-v2"
+    """HF/sentence-transformers folder or name, a `gecko export` folder, or `package:<pkg>/<sub>`."""
+    random_init: bool = False
+    max_length: int = 256
+    batch_size: int = 64
+    top_n: int = 20
+    query_format: str = "{task} {query}"
+    doc_format: str = "{title} {text}"
+    index: str = "flat"
+    """flat (exact inner product) | ivf | hnsw."""
+    nlist: int = 100
+    nprobe: int = 10
+    hnsw_m: int = 32
+    device: str = "auto"
+
+
+@dataclass
+class RerankConfig:
+    mode: str = "separate"
+    """separate: QL and RC from their own prompts; joint: both from one forward pass (`joint_prompt`)."""
+    ql_prompt: str = "ql-v1"
+    rc_prompt: str = "rc-v1"
+    joint_prompt: str = "qlrc-v1"
+
+
+@dataclass
+class SelectConfig:
+    positive: str = "llm_top1"
+    """llm_top1 (the fused top candidate) | seed."""
+    negative: str = "lowest"
+    """lowest (rank N) | random (another candidate) | none."""
+
+
+@dataclass
+class ExportConfig:
+    shard_size: int = 100_000
+    format: str = "jsonl"
+    """jsonl | jsonl.gz | parquet."""
+
+
+@dataclass
+class CacheConfig:
+    path: str | None = None
+    """SQLite file; default `<output_dir>/llm_cache.sqlite`. Share it between builds to reuse calls."""
+
+
+@dataclass
+class BuildConfig:
+    output_dir: str = "runs/fret"
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    retrieve: RetrieveConfig = field(default_factory=RetrieveConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES = {
+    ("llm", "backend"): ("transformers", "openai", "fake"),
+    ("llm", "ql_method"): ("echo", "prompt_logprobs"),
+    ("generate", "fallback"): ("none", "extractive"),
+    ("rerank", "mode"): ("separate", "joint"),
+    ("retrieve", "index"): ("flat", "ivf", "hnsw"),
+    ("select", "positive"): ("llm_top1", "seed"),
+    ("select", "negative"): ("lowest", "random", "none"),
+    ("export", "format"): ("jsonl", "jsonl.gz", "parquet"),
+}
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate a config dataclass, naming unknown keys and the valid ones."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys: {sorted(known)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"config section '{where}{name}' must be a mapping, got {value!r}")
+            value = _build(type(default), value, f"{where}{name}.")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[leaf] = value
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """YAML file (or none) + dotted overrides -> a checked `BuildConfig`."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist; see configs/data/ for examples")
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    cfg = _build(BuildConfig, raw, "")
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            raise ValueError(f"{section}.{key}={value!r} is not one of {list(allowed)}")
+    return cfg
+
+
+def resolve_path(name: str) -> str:
+    """`package:<pkg>[/sub/path]` -> a folder inside an installed package (never imported); else unchanged."""
+    if not name.startswith("package:"):
+        return name
+    pkg, _, sub = name[len("package:") :].partition("/")
+    spec = importlib.util.find_spec(pkg)
+    if spec is None:
+        raise FileNotFoundError(f"{name!r}: python package {pkg!r} is not installed; pip install {pkg.replace('_', '-')}")
+    root = Path(spec.submodule_search_locations[0]) if spec.submodule_search_locations else Path(spec.origin).parent
+    return str(root / sub) if sub else str(root)

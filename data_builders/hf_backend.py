@@ -1,0 +1,155 @@
+"""Any Hugging Face causal LM (GGUF included) as an FRet LLM, on GPU or CPU.
+
+Everything is left-padded, so the tokens we score sit at the end of every row. That lets QL and RC
+ask the model for the last k logits only (`logits_to_keep`) instead of a (B, T, vocab) tensor, and
+explicit position ids keep a padded row's numbers equal to the same row run alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import LLMConfig, resolve_path
+from .llm import LLM, BackendError, GenRequest
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TransformersLLM(LLM):
+    def __init__(self, cfg: LLMConfig, seed: int = 0) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        path = resolve_path(cfg.model)
+        kw = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+        tok_path = resolve_path(cfg.tokenizer) if cfg.tokenizer else path
+        self.tokenizer = AutoTokenizer.from_pretrained(tok_path, **({} if cfg.tokenizer else kw))
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        dtype = getattr(torch, cfg.dtype)
+        if cfg.random_init:  # tiny smoke-test model: weights from a fixed seed, never downloaded
+            torch.manual_seed(seed)
+            self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+        self.device = _device(cfg.device)
+        self.model.to(self.device).eval()
+        init = f"random-init-seed{seed}" if cfg.random_init else "pretrained"
+        self.model_id = f"transformers:{cfg.model}:{cfg.gguf_file or ''}:{init}:{cfg.dtype}"
+        self.use_chat = bool(cfg.chat_template and getattr(self.tokenizer, "chat_template", None))
+
+    # ---- prompts and padding
+    def _render(self, req: GenRequest) -> str:
+        if not self.use_chat:
+            return req.prompt + req.prefix
+        messages = [{"role": "user", "content": req.prompt}]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + req.prefix
+
+    def _left_pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        """Token id lists -> left-padded input_ids, attention_mask and position_ids, each (B, T)."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # a row's first real token is position 0
+        batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _encode(self, text: str, special: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    @torch.inference_mode()
+    def _last_logprobs(self, rows: list[list[int]], keep: int) -> torch.Tensor:
+        """Log-softmax over the vocabulary for the last `keep` positions of each row: (B, keep, V)."""
+        batch = self._left_pad(rows)
+        try:
+            logits = self.model(**batch, logits_to_keep=keep).logits
+        except TypeError:  # older architectures without logits_to_keep
+            logits = self.model(**batch).logits
+        return F.log_softmax(logits[:, -keep:].float(), dim=-1)
+
+    # ---- the LLM interface
+    def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
+        ids = self._encode(text, special=False)
+        if len(ids) <= max_tokens:
+            return text, False
+        return self.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), True
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenRequest]) -> list[str]:
+        rows = [self._encode(self._render(r), special=not self.use_chat) for r in requests]
+        batch = self._left_pad(rows)
+        batch.pop("position_ids")  # generate() derives them from the mask
+        sample = self.cfg.temperature > 0
+        if sample:  # the same batch always draws the same tokens, so resumed runs repeat exactly
+            torch.manual_seed(hash(tuple(tuple(r) for r in rows)) % 2**31)
+        out = self.model.generate(
+            **batch,
+            max_new_tokens=self.cfg.max_new_tokens,
+            do_sample=sample,
+            temperature=self.cfg.temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **({"stop_strings": list(self.cfg.stop), "tokenizer": self.tokenizer} if self.cfg.stop else {}),
+        )
+        new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
+        return [self.tokenizer.decode(r, skip_special_tokens=True) for r in new]
+
+    def loglik(self, contexts: list[str], continuations: list[str]) -> list[float]:
+        """Mean log p(continuation | context) per pair, in chunks of `score_batch_size` sequences."""
+        conts = [self._encode(c, special=False) for c in continuations]
+        if any(not c for c in conts):
+            raise BackendError(f"empty continuation among {continuations!r}: QL needs at least one query token")
+        rows = [self._encode(ctx, special=True) + c for ctx, c in zip(contexts, conts)]
+        scores: list[float] = []
+        size = self.cfg.score_batch_size
+        for start in range(0, len(rows), size):
+            chunk, cchunk = rows[start : start + size], conts[start : start + size]
+            keep = max(len(c) for c in cchunk) + 1
+            logp = self._last_logprobs(chunk, keep)  # (B, keep, V); position t predicts token t+1
+            for i, (row, c) in enumerate(zip(chunk, cchunk)):
+                targets = torch.tensor(c, device=logp.device)
+                preds = logp[i, keep - 1 - len(c) : keep - 1]  # (len(c), V)
+                scores.append(preds.gather(-1, targets[:, None]).mean().item())
+        return scores
+
+    def label_logprobs(self, prompts: list[str], labels: list[str]) -> list[list[float]]:
+        """log p(first token of each label | prompt): (len(prompts), len(labels))."""
+        label_ids = [self._encode(label, special=False)[0] for label in labels]
+        rows = [self._encode(p, special=True) for p in prompts]
+        out: list[list[float]] = []
+        for start in range(0, len(rows), self.cfg.score_batch_size):
+            logp = self._last_logprobs(rows[start : start + self.cfg.score_batch_size], 1)[:, -1]  # (B, V)
+            out += logp[:, label_ids].tolist()
+        return out
+
+    def ql_rc(
+        self, contexts: list[str], continuations: list[str], suffix: str, labels: list[str]
+    ) -> list[tuple[float, list[float]]]:
+        """QL and RC from one left-padded forward pass per chunk: rows are context + query + suffix."""
+        label_ids = [self._encode(label, special=False)[0] for label in labels]
+        suf = self._encode(suffix, special=False)
+        conts = [self._encode(c, special=False) for c in continuations]
+        rows = [self._encode(ctx, special=True) + c + suf for ctx, c in zip(contexts, conts)]
+        out: list[tuple[float, list[float]]] = []
+        size = self.cfg.score_batch_size
+        for start in range(0, len(rows), size):
+            cchunk = conts[start : start + size]
+            keep = max(len(c) for c in cchunk) + len(suf) + 1
+            logp = self._last_logprobs(rows[start : start + size], keep)  # (B, keep, V)
+            for i, c in enumerate(cchunk):
+                first = keep - 1 - len(suf) - len(c)  # the position that predicts the first query token
+                preds = logp[i, first : first + len(c)]  # (len(c), V)
+                ql = preds.gather(-1, torch.tensor(c, device=logp.device)[:, None]).mean().item()
+                out.append((ql, logp[i, -1, label_ids].tolist()))
+        return out

@@ -1,0 +1,151 @@
+"""Run FRet stages in order, time them, export records and write `manifest.json`.
+
+Every stage's statistics land in `stages/<stage>.stats.json`, so the manifest written by `export`
+describes the latest run of every stage even when stages were run one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from gecko_lightning.data.schema import Passage, Record, dataset_files, write_manifest, write_records
+
+from . import stages
+from .cache import CallCounter, LLMCache
+from .config import BuildConfig
+from .corpus import read_jsonl, write_json
+from .llm import LLM, build_llm
+
+log = logging.getLogger(__name__)
+STAGES = ("generate", "retrieve", "rerank", "select", "export")
+LLM_STAGES = ("generate", "rerank")
+
+
+class Context:
+    """What stages share: the config, the output folder, the cache, call counts and the lazily built LLM."""
+
+    def __init__(self, cfg: BuildConfig) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cache = LLMCache(cfg.cache.path or self.out / "llm_cache.sqlite")
+        self.counter = CallCounter()
+        self.prompt_versions: dict[str, str] = {}
+        self.models: dict[str, str] = {}
+        self.llm_load_s = 0.0
+        self._llm: LLM | None = None
+
+    def stage_file(self, name: str) -> Path:
+        return self.out / "stages" / f"{name}.jsonl"
+
+    def llm(self) -> LLM:
+        if self._llm is None:
+            start = time.perf_counter()
+            self._llm = build_llm(self.cfg.llm, seed=self.cfg.corpus.seed)
+            # Fail now if the backend cannot generate or return the log-probs QL/RC need.
+            self._llm.probe({"generate", "ql", "rc"})
+            self.llm_load_s = time.perf_counter() - start
+            self.models["llm"] = self._llm.model_id
+        return self._llm
+
+
+def _stats_file(ctx: Context, stage: str) -> Path:
+    return ctx.out / "stages" / f"{stage}.stats.json"
+
+
+def run_stage(ctx: Context, stage: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    stats = export(ctx) if stage == "export" else getattr(stages, stage)(ctx)
+    stats["wall_s"] = round(time.perf_counter() - start, 3)
+    if stage in LLM_STAGES:
+        stats["llm_calls"] = ctx.counter.llm_calls[stage]
+        stats["cache_hits"] = ctx.counter.cache_hits[stage]
+        stats["llm_load_s"] = round(ctx.llm_load_s, 3)
+        ctx.llm_load_s = 0.0  # the load is charged to the first stage that needed the model
+        calls = stats["llm_calls"]
+        stats["llm_calls_per_s"] = round(calls / max(stats["wall_s"] - stats["llm_load_s"], 1e-9), 3) if calls else 0.0
+    stats.update(prompt_versions=dict(ctx.prompt_versions), models=dict(ctx.models))
+    if stage != "export":
+        write_json(_stats_file(ctx, stage), stats)
+    log.info("stage %s done in %.1fs", stage, stats["wall_s"])
+    return stats
+
+
+def run(cfg: BuildConfig, stage_names: list[str] | None = None) -> dict[str, Any]:
+    """Run the named stages (all by default) in pipeline order; returns {stage: stats}."""
+    names = stage_names or list(STAGES)
+    bad = [s for s in names if s not in STAGES]
+    if bad:
+        raise ValueError(f"unknown stage(s) {bad}; choose from {list(STAGES)} (comma-separated for several)")
+    ctx = Context(cfg)
+    try:
+        if any(s in LLM_STAGES for s in names):
+            ctx.llm()  # load + probe before any work, so a bad server fails at start-up
+        return {s: run_stage(ctx, s) for s in STAGES if s in names}
+    finally:
+        ctx.cache.close()
+
+
+def _passage(row: dict[str, Any]) -> Passage:
+    return Passage(text=row["text"], title=row["title"])
+
+
+def build_records(ctx: Context) -> list[Record]:
+    """One record per selected query; `meta` holds every candidate's scores so ablations re-select offline."""
+    by_id = {r["id"]: r for r in read_jsonl(ctx.stage_file("corpus"))}
+    chosen = {s["seed_id"]: s for s in read_jsonl(ctx.stage_file("select"))}
+    records = []
+    for row in read_jsonl(ctx.stage_file("rerank")):
+        sel = chosen[row["seed_id"]]
+        meta = {"seed_id": row["seed_id"], "task_type": row["task_type"], "positive_id": sel["positive_id"],
+                "negative_id": sel["negative_id"], "seed_retrieval_rank": row["seed_retrieval_rank"],
+                "candidates": row["candidates"]}
+        neg = _passage(by_id[sel["negative_id"]]) if sel["negative_id"] else None
+        records.append(Record(id=f"fret-{row['seed_id']}", source="fret", task=row["task"], query=row["query"],
+                              positive=_passage(by_id[sel["positive_id"]]), negative=neg, symmetric=False, meta=meta))
+    return records
+
+
+def export(ctx: Context) -> dict[str, Any]:
+    records = build_records(ctx)
+    size, fmt = ctx.cfg.export.shard_size, ctx.cfg.export.format
+    for old in (p for p in ctx.out.glob("shard-*") if p.is_file()):
+        old.unlink()  # a re-export with fewer shards must not leave stale ones behind
+    for n, start in enumerate(range(0, max(len(records), 1), size)):
+        write_records(records[start : start + size], ctx.out / f"shard-{n:05d}.{fmt}")
+    write_manifest(ctx.out, **_manifest(ctx, records))
+    return {"records": len(records), "shards": len(dataset_files(ctx.out))}
+
+
+def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
+    per_stage = {s: json.loads(_stats_file(ctx, s).read_text()) for s in STAGES[:-1] if _stats_file(ctx, s).is_file()}
+    gen, sel = per_stage.get("generate", {}), per_stage.get("select", {})
+    prompt_versions, models = {}, {}
+    for stats in per_stage.values():
+        prompt_versions.update(stats.get("prompt_versions", {}))
+        models.update(stats.get("models", {}))
+    return {
+        "source": "fret",
+        "records": len(records),
+        "counts": {s: {k: v for k, v in st.items() if isinstance(v, int) and not isinstance(v, bool)} for s, st in per_stage.items()},
+        "task_distribution": dict(Counter(r.meta["task_type"] for r in records).most_common()),
+        "positive_ne_seed_rate": sel.get("positive_ne_seed_rate"),
+        "llm_top1_ne_seed_rate": sel.get("llm_top1_ne_seed_rate"),
+        "parse_failure_rate": gen.get("parse_failure_rate"),
+        "parse_failures": gen.get("parse_failures"),
+        "truncated_passages": gen.get("truncated_passages"),
+        "round_trip": per_stage.get("retrieve", {}).get("round_trip"),
+        "models": models,
+        "prompt_versions": prompt_versions,
+        "wall_time_s": {s: st["wall_s"] for s, st in per_stage.items()},
+        "llm_calls": {s: per_stage[s].get("llm_calls", 0) for s in LLM_STAGES if s in per_stage},
+        "cache_hits": {s: per_stage[s].get("cache_hits", 0) for s in LLM_STAGES if s in per_stage},
+        "llm_calls_per_s": {s: per_stage[s].get("llm_calls_per_s", 0.0) for s in LLM_STAGES if s in per_stage},
+        "stages": per_stage,
+        "config": ctx.cfg.to_dict(),
+    }

@@ -1,0 +1,194 @@
+"""The five FRet stages. Each reads the files the previous stage wrote under `<output_dir>/stages/`
+and writes its own, so any stage can be re-run alone:
+
+    generate  -> corpus.jsonl (truncated), generate.jsonl   (LLM: one few-shot generation per seed)
+    retrieve  -> retrieve.jsonl                              (embedder + faiss: top-N neighbours)
+    rerank    -> rerank.jsonl                                (LLM: QL and RC for every candidate, RRF)
+    select    -> select.jsonl                                (no LLM: positive / negative choice)
+    export    -> shard-*.jsonl + manifest.json               (see pipeline.py)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from .cache import cache_key, cached_batch
+from .corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, write_jsonl
+from .prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_prompt, passage_text
+
+if TYPE_CHECKING:
+    from .pipeline import Context
+
+
+def generate(ctx: Context) -> dict[str, Any]:
+    cfg, llm = ctx.cfg, ctx.llm()
+    corpus = load_corpus(cfg.corpus)
+    truncated = truncate_corpus(corpus, cfg.corpus.max_passage_tokens, llm.truncate)
+    write_jsonl(ctx.stage_file("corpus"), corpus)
+    by_id = {r["id"]: r for r in corpus}
+    seeds = sample_seeds(corpus, cfg.corpus.num_seeds, cfg.corpus.seed)
+    gp = GenerationPrompt(load_prompt(cfg.generate.prompt, ("instruction", "examples", "task_types")), cfg.generate.shots)
+    ctx.prompt_versions["generate"] = gp.prompt.version
+    rows, reasons = [], Counter()
+    bar = tqdm(total=len(seeds), desc="generate", unit="seed")
+    for start in range(0, len(seeds), cfg.llm.gen_batch_size):
+        batch = seeds[start : start + cfg.llm.gen_batch_size]
+        reqs = [gp.request(s, passage_text(by_id[s]["title"], by_id[s]["text"]), cfg.corpus.seed) for s in batch]
+        params = [cfg.llm.max_new_tokens, cfg.llm.temperature, cfg.llm.stop]
+        keys = [cache_key(llm.model_id, gp.prompt.version, "generate", [r.prompt, r.prefix, params]) for r, _ in reqs]
+        outs = cached_batch(ctx.cache, ctx.counter, "generate", keys, lambda idx: llm.generate([reqs[i][0] for i in idx]))
+        for seed_id, (req, task_type), out in zip(batch, reqs, outs):
+            rows.append(_parsed_row(gp, seed_id, req.prefix, out, task_type, by_id[seed_id], ctx, reasons))
+        bar.update(len(batch))
+    bar.close()
+    write_jsonl(ctx.stage_file("generate"), rows)
+    failures = sum(reasons.values())
+    return {
+        "corpus_passages": len(corpus), "truncated_passages": truncated, "seeds": len(seeds),
+        "queries": sum(r["query"] is not None for r in rows), "parse_failures": dict(reasons),
+        "parse_failure_rate": failures / max(1, len(seeds)), "fallback_used": sum(r["fallback"] for r in rows),
+    }
+
+
+def _parsed_row(gp, seed_id, prefix, out, task_type, passage, ctx, reasons) -> dict[str, Any]:
+    task, query, failure = gp.parse(prefix, out, task_type, passage["text"])
+    fallback = False
+    if failure:
+        reasons[failure] += 1
+        if ctx.cfg.generate.fallback == "extractive":
+            task, query, task_type, fallback = EXTRACTIVE_TASK, extractive_query(passage["text"]), "extractive", True
+    return {"seed_id": seed_id, "task_type": task_type, "task": task, "query": query,
+            "raw": out, "failure": failure, "fallback": fallback}
+
+
+def retrieve(ctx: Context) -> dict[str, Any]:
+    from .retrieval import candidates_with_seed, embed, load_embedder, search
+
+    cfg, rc = ctx.cfg, ctx.cfg.retrieve
+    corpus = read_jsonl(ctx.stage_file("corpus"))
+    gens = [g for g in read_jsonl(ctx.stage_file("generate")) if g["query"] is not None]
+    encoder = load_embedder(rc, seed=cfg.corpus.seed)
+    docs = embed(encoder, [rc.doc_format.format(title=r["title"] or "", text=r["text"]).strip() for r in corpus], rc, "corpus")
+    queries = embed(encoder, [rc.query_format.format(task=g["task"], query=g["query"]) for g in gens], rc, "queries")
+    k_rt = cfg.filter.round_trip_top_k
+    _, idx = search(queries, docs, max(rc.top_n, k_rt or 0), rc)
+    rows, added, dropped = [], 0, 0
+    for g, hits in zip(gens, idx):
+        ranked = [corpus[i]["id"] for i in hits if i >= 0]
+        cands, seed_rank = candidates_with_seed(ranked, g["seed_id"], rc.top_n)
+        if k_rt is not None and (seed_rank is None or seed_rank > k_rt):
+            dropped += 1
+            continue
+        added += seed_rank is None or seed_rank > rc.top_n
+        rows.append({**{k: g[k] for k in ("seed_id", "task_type", "task", "query")},
+                     "candidates": cands, "seed_retrieval_rank": seed_rank})
+    write_jsonl(ctx.stage_file("retrieve"), rows)
+    ctx.models["embedder"] = rc.embedder
+    return {"queries_in": len(gens), "queries": len(rows), "seed_added": added,
+            "round_trip": {"top_k": k_rt, "kept": len(rows), "dropped": dropped}}
+
+
+def _ranks(scores: list[float]) -> list[int]:
+    """1-based ranks, best (highest) first; ties keep retrieval order."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    ranks = [0] * len(scores)
+    for r, i in enumerate(order, start=1):
+        ranks[i] = r
+    return ranks
+
+
+def _logsumexp(values: list[float]) -> float:
+    m = max(values)
+    return m + math.log(sum(math.exp(v - m) for v in values))
+
+
+def rerank(ctx: Context) -> dict[str, Any]:
+    cfg, llm = ctx.cfg, ctx.llm()
+    by_id = {r["id"]: r for r in read_jsonl(ctx.stage_file("corpus"))}
+    rows = read_jsonl(ctx.stage_file("retrieve"))
+    if cfg.rerank.mode == "joint":
+        joint = load_prompt(cfg.rerank.joint_prompt, ("context", "continuation", "suffix", "labels"))
+        ctx.prompt_versions.update(qlrc=joint.version)
+    else:
+        ql = load_prompt(cfg.rerank.ql_prompt, ("context", "continuation"))
+        rc = load_prompt(cfg.rerank.rc_prompt, ("prompt", "labels"))
+        ctx.prompt_versions.update(ql=ql.version, rc=rc.version)
+    out = []
+    for row in tqdm(rows, desc="rerank", unit="query"):
+        passages = [passage_text(by_id[c]["title"], by_id[c]["text"]) for c in row["candidates"]]
+        if cfg.rerank.mode == "joint":
+            ql_scores, rc_scores = _joint_scores(ctx, llm, joint, row, passages)
+        else:
+            ql_scores = _ql_scores(ctx, llm, ql, row, passages)
+            rc_scores = _rc_scores(ctx, llm, rc, row, passages)
+        out.append({**row, "candidates": _fuse(row["candidates"], ql_scores, rc_scores)})
+    write_jsonl(ctx.stage_file("rerank"), out)
+    pairs = sum(len(r["candidates"]) for r in rows)
+    return {"queries": len(out), "scored_pairs": pairs}
+
+
+def _ql_scores(ctx, llm, prompt, row, passages) -> list[float]:
+    contexts = [prompt.spec["context"].format(passage=p, task=row["task"]) for p in passages]
+    cont = prompt.spec["continuation"].format(query=row["query"], task=row["task"])
+    keys = [cache_key(llm.model_id, prompt.version, "ql", [c, cont]) for c in contexts]
+    return cached_batch(ctx.cache, ctx.counter, "rerank", keys, lambda idx: llm.loglik([contexts[i] for i in idx], [cont] * len(idx)))
+
+
+def _rc_scores(ctx, llm, prompt, row, passages) -> list[float]:
+    labels = list(prompt.spec["labels"])
+    prompts = [prompt.spec["prompt"].format(passage=p, task=row["task"], query=row["query"]) for p in passages]
+    keys = [cache_key(llm.model_id, prompt.version, "rc", [p, labels]) for p in prompts]
+    logps = cached_batch(ctx.cache, ctx.counter, "rerank", keys, lambda idx: llm.label_logprobs([prompts[i] for i in idx], labels))
+    return [_logsumexp(lp) for lp in logps]
+
+
+def _joint_scores(ctx, llm, prompt, row, passages) -> tuple[list[float], list[float]]:
+    spec, labels = prompt.spec, list(prompt.spec["labels"])
+    contexts = [spec["context"].format(passage=p, task=row["task"]) for p in passages]
+    cont = spec["continuation"].format(query=row["query"], task=row["task"])
+    keys = [cache_key(llm.model_id, prompt.version, "qlrc", [c, cont, spec["suffix"], labels]) for c in contexts]
+    pairs = cached_batch(ctx.cache, ctx.counter, "rerank", keys,
+                         lambda idx: llm.ql_rc([contexts[i] for i in idx], [cont] * len(idx), spec["suffix"], labels))
+    return [p[0] for p in pairs], [_logsumexp(p[1]) for p in pairs]
+
+
+def _fuse(ids: list[str], ql: list[float], rc: list[float]) -> list[dict[str, Any]]:
+    """Reciprocal-rank fusion R = 1/r_QL + 1/r_RC; returned best first with `rank` = fused rank."""
+    r_ql, r_rc = _ranks(ql), _ranks(rc)
+    fused = [1 / a + 1 / b for a, b in zip(r_ql, r_rc)]
+    cands = [{"id": c, "retrieval_rank": i + 1, "ql": ql[i], "rc": rc[i], "r_ql": r_ql[i], "r_rc": r_rc[i], "fused": fused[i]}
+             for i, c in enumerate(ids)]
+    order = sorted(range(len(ids)), key=lambda i: (-fused[i], i))
+    return [{**cands[i], "rank": rank} for rank, i in enumerate(order, start=1)]
+
+
+def choose(row: dict[str, Any], positive: str, negative: str, seed: int) -> tuple[str, str | None]:
+    """(positive id, negative id or None) from a re-ranked row; the seed is never a negative."""
+    cands = [c["id"] for c in row["candidates"]]  # fused order, best first
+    pos = cands[0] if positive == "llm_top1" else row["seed_id"]
+    others = [c for c in cands if c not in (pos, row["seed_id"])]
+    if negative == "none" or not others:
+        return pos, None
+    if negative == "lowest":
+        return pos, others[-1]
+    return pos, random.Random(f"{seed}:neg:{row['seed_id']}").choice(others)
+
+
+def select(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.cfg
+    rows = read_jsonl(ctx.stage_file("rerank"))
+    out = []
+    for row in tqdm(rows, desc="select", unit="query"):
+        pos, neg = choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed)
+        out.append({"seed_id": row["seed_id"], "positive_id": pos, "negative_id": neg})
+    write_jsonl(ctx.stage_file("select"), out)
+    changed = sum(o["positive_id"] != o["seed_id"] for o in out)
+    top1 = sum(r["candidates"][0]["id"] != r["seed_id"] for r in rows)
+    return {"records": len(out), "positive": cfg.select.positive, "negative": cfg.select.negative,
+            "positive_ne_seed_rate": changed / max(1, len(out)), "llm_top1_ne_seed_rate": top1 / max(1, len(rows)),
+            "with_negative": sum(o["negative_id"] is not None for o in out)}
