@@ -80,8 +80,8 @@ def main() -> None:
           f"({tokens / seconds:,.0f} tokens/s), workers={args.workers}, batch={args.batch_size}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"format + tokenize + pad: {cpu / args.batches * 1000:.1f} CPU ms per batch = "
-          f"{triples / cpu:,.0f} triples per CPU-second, so {args.workers} workers on "
-          f"{args.workers} idle cores deliver about {args.workers * triples / cpu:,.0f} triples/s")
+          f"{triples / cpu:,.0f} triples per CPU-second, so {max(args.workers, 1)} worker(s) on as many "
+          f"idle cores deliver about {max(args.workers, 1) * triples / cpu:,.0f} triples/s")
 
 
 def collate_cpu_seconds(dm, batches: int) -> float:
