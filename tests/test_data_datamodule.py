@@ -73,3 +73,22 @@ def test_datamodules_parse_as_lightning_cli_data_entries(tmp_path):
     config["data"] = {"class_path": "gecko_lightning.data.FRetDataModule", "init_args": {"path": TINY_FRET}}
     cli = LightningCLI(_Tiny, subclass_mode_data=True, run=False, args=config)
     assert isinstance(cli.datamodule, FRetDataModule) and cli.datamodule.batch_size == 32
+
+
+def test_tokenization_runs_in_workers_and_matches_the_in_process_batches(monkeypatch):
+    import gecko_lightning.data.formatting as formatting
+
+    def in_process(num_workers: int) -> list:
+        dm = FRetDataModule(TINY_FRET, tokenizer=TOKENIZER, batch_size=16, num_workers=num_workers, doc_max_length=32)
+        dm.setup("fit")
+        return list(dm.train_dataloader())
+
+    reference = in_process(0)
+
+    def only_in_a_worker() -> None:  # the collate calls this first; it fails outside a worker
+        assert torch.utils.data.get_worker_info() is not None, "collate ran in the main process"
+
+    monkeypatch.setattr(formatting, "_quiet_forked_tokenizer", only_in_a_worker)
+    batches = in_process(1)
+    assert [b["ids"] for b in batches] == [b["ids"] for b in reference]
+    assert all(torch.equal(a["positive"]["input_ids"], b["positive"]["input_ids"]) for a, b in zip(batches, reference))
