@@ -103,6 +103,7 @@ def _fit(argv):
                            "--trainer.accelerator=cpu", *argv])
     finally:
         wandb.finish()  # one W&B run per process is the norm; tests run several
+        wandb.teardown()  # flushes the run file before the test reads it
 
 
 @pytest.mark.slow
