@@ -23,10 +23,12 @@ FORMATS = ("jsonl", "jsonl.gz", "parquet")
 
 def validate(path: str, out=None) -> int:
     """Print count, source and task distribution and every problem (file:line); 1 if any record is bad."""
+    from tqdm import tqdm
+
     out = out or sys.stdout
     stats = ReadStats()
     try:
-        for _ in iter_records(path, on_error="skip", stats=stats):
+        for _ in tqdm(iter_records(path, on_error="skip", stats=stats), desc=f"validate {path}", unit=" records", leave=False):
             pass
     except (FileNotFoundError, ValueError) as e:
         print(f"{path}: {e}", file=out)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
+from tqdm.auto import tqdm
 
 from gecko_lightning.data.formatting import Example, Template, format_record
-from gecko_lightning.data.schema import OnError, ReadStats, Record, read_manifest, read_records
+from gecko_lightning.data.schema import OnError, ReadStats, Record, iter_records, read_manifest
 
 FalseNegatives = Literal["none", "unique_id", "mask"]
 
@@ -62,10 +64,10 @@ def read_source(config: SourceConfig, on_error: OnError = "raise") -> tuple[list
     config.check()
     if Path(config.path).is_dir():
         read_manifest(config.path)  # fails early on an unsupported schema version
-    records, stats = read_records(config.path, on_error=on_error)
-    if config.max_records is not None:
-        records = records[: config.max_records]
-    name = config.display_name()
+    name, stats = config.display_name(), ReadStats()
+    rows = iter_records(config.path, on_error=on_error, stats=stats)
+    bar = tqdm(rows, desc=f"read {name}", unit=" records", disable=not _is_rank_zero(), leave=False)
+    records = list(islice(bar, config.max_records))
     rank_zero_info(f"data source {name!r}: {len(records)} records, {len(stats.skipped)} bad rows skipped")
     if stats.skipped:
         shown = "\n  ".join(stats.skipped[:5])
@@ -75,6 +77,10 @@ def read_source(config: SourceConfig, on_error: OnError = "raise") -> tuple[list
     if config.false_negatives == "mask":
         _check_labels(records, name)
     return records, stats
+
+
+def _is_rank_zero() -> bool:
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _check_labels(records: Sequence[Record], name: str) -> None:
