@@ -76,9 +76,12 @@ class GenerationPrompt:
         """(request, task type): the shots are sampled per seed, one of the target type first."""
         task_type = self.task_type_for(seed_id, seed)
         rng = random.Random(f"{seed}:shots:{seed_id}")
-        same = [e for e in self.examples if e["task_type"] == task_type]
-        others = [e for e in self.examples if e["task_type"] != task_type]
-        shots = (same[:1] + rng.sample(others, len(others)))[: self.shots]
+        if self.spec.get("same_type_first", True):
+            same = [e for e in self.examples if e["task_type"] == task_type]
+            others = [e for e in self.examples if e["task_type"] != task_type]
+            shots = (same[:1] + rng.sample(others, len(others)))[: self.shots]
+        else:
+            shots = rng.sample(self.examples, self.shots)
         rng.shuffle(shots)
         blocks = {
             "instruction": [self.spec["instruction"].format(task_type=task_type).strip()],
@@ -86,7 +89,8 @@ class GenerationPrompt:
             "target": [self.spec["target"].format(passage=passage).strip()],
         }
         parts = [p for name in self.spec.get("layout", ["instruction", "examples", "target"]) for p in blocks[name]]
-        return GenRequest("\n\n".join(parts), self.spec.get("prefix", "")), task_type
+        prefix = self.spec.get("prefix", "").format(task_description=self.task_types[task_type])
+        return GenRequest("\n\n".join(parts), prefix), task_type
 
     def copies_example(self, query: str, passage: str) -> bool:
         """True when the query echoes a few-shot example (its query or passage) more than the target passage.

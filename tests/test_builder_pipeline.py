@@ -1,0 +1,125 @@
+"""The FRet pipeline end to end with the deterministic fake LLM: records, manifest, cache, re-selection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_builders import cli, pipeline
+from data_builders.config import load_config
+from data_builders.stages import choose
+from gecko_lightning.data.schema import read_manifest, read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE = ROOT / "configs" / "data" / "fret_fake.yaml"
+
+
+def _build(out: Path, *extra: str) -> dict:
+    assert cli.main(["fret", "--config", str(FAKE), "--output_dir", str(out), *extra]) == 0
+    return read_manifest(out)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fret")
+    _build(out)
+    return out
+
+
+def test_records_follow_the_schema_and_keep_every_candidate(built):
+    records, stats = read_records(built)
+    manifest = read_manifest(built)
+    assert stats.records == manifest["records"] == manifest["counts"]["select"]["records"] > 0
+    for r in records:
+        assert r.source == "fret" and not r.symmetric and r.task and r.query
+        cands = r.meta["candidates"]
+        assert len(cands) == 8 and r.meta["seed_id"] in {c["id"] for c in cands}
+        for c in cands:  # reciprocal-rank fusion, ranks from 1
+            assert c["fused"] == pytest.approx(1 / c["r_ql"] + 1 / c["r_rc"])
+        assert sorted(c["r_ql"] for c in cands) == list(range(1, 9))
+        assert r.meta["positive_id"] == max(cands, key=lambda c: (c["fused"], -c["retrieval_rank"]))["id"]
+
+
+def test_positive_and_negative_texts_match_the_chosen_ids(built):
+    corpus = {json.loads(x)["id"]: json.loads(x) for x in (built / "stages" / "corpus.jsonl").read_text().splitlines()}
+    for r in read_records(built)[0]:
+        assert r.positive.text == corpus[r.meta["positive_id"]]["text"]
+        assert r.negative.text == corpus[r.meta["negative_id"]]["text"]
+        lowest = [c["id"] for c in r.meta["candidates"] if c["id"] not in (r.meta["positive_id"], r.meta["seed_id"])][-1]
+        assert r.meta["negative_id"] == lowest
+
+
+def test_manifest_reports_what_the_issue_asks_for(built):
+    m = read_manifest(built)
+    for key in ("counts", "task_distribution", "positive_ne_seed_rate", "parse_failure_rate", "models",
+                "prompt_versions", "config", "wall_time_s", "llm_calls", "cache_hits", "truncated_passages"):
+        assert key in m, key
+    assert set(m["wall_time_s"]) == {"generate", "retrieve", "rerank", "select"}
+    assert m["llm_calls"]["generate"] == 24 and m["llm_calls"]["rerank"] == 2 * 24 * 8  # QL + RC per pair
+    assert sum(m["task_distribution"].values()) == m["records"]
+    assert m["prompt_versions"]["generate"].startswith("generate-v1@")
+
+
+def test_rerun_of_a_finished_build_makes_no_llm_calls(built, tmp_path):
+    before = (built / "shard-00000.jsonl").read_text()
+    first = read_manifest(built)
+    again = _build(built)
+    assert again["llm_calls"] == {"generate": 0, "rerank": 0}
+    assert again["cache_hits"] == first["llm_calls"]
+    assert (built / "shard-00000.jsonl").read_text() == before
+
+
+def test_reselect_uses_stored_scores_without_the_llm(built, monkeypatch):
+    def no_llm(*a, **k):
+        raise AssertionError("select/export must not build an LLM")
+
+    monkeypatch.setattr(pipeline, "build_llm", no_llm)
+    _build(built, "--stage", "select,export", "--select.positive=seed", "--select.negative=none")
+    records = read_records(built)[0]
+    assert all(r.meta["positive_id"] == r.meta["seed_id"] and r.negative is None for r in records)
+    assert read_manifest(built)["positive_ne_seed_rate"] == 0.0
+    _build(built, "--stage", "select,export")  # back to the defaults for the other tests
+
+
+def test_round_trip_filter_keeps_queries_whose_seed_ranks_in_top_k(built, tmp_path):
+    ranks = [json.loads(x)["seed_retrieval_rank"] for x in (built / "stages" / "retrieve.jsonl").read_text().splitlines()]
+    m = _build(tmp_path, "--filter.round_trip_top_k=3", f"--cache.path={built / 'llm_cache.sqlite'}")
+    expected = sum(r is not None and r <= 3 for r in ranks)
+    assert m["round_trip"] == {"top_k": 3, "kept": expected, "dropped": len(ranks) - expected}
+    assert m["records"] == expected and m["llm_calls"]["generate"] == 0
+
+
+def test_choose_never_uses_the_seed_as_a_negative():
+    row = {"seed_id": "s", "candidates": [{"id": "a"}, {"id": "b"}, {"id": "s"}]}
+    assert choose(row, "llm_top1", "lowest", 0) == ("a", "b")
+    assert choose(row, "seed", "lowest", 0) == ("s", "b")
+    assert choose(row, "llm_top1", "none", 0) == ("a", None)
+    assert choose(row, "llm_top1", "random", 0) == ("a", "b")  # the only other candidate
+
+
+def test_every_shipped_config_parses():
+    files = sorted((ROOT / "configs" / "data").glob("*.yaml"))
+    assert {"fret_tiny.yaml", "fret_wiki.yaml", "fret_scifact.yaml"} <= {f.name for f in files}
+    for f in files:
+        load_config(f)
+
+
+def test_config_errors_name_the_bad_value():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['select.postive'\]"):
+        load_config(FAKE, {"select.postive": "seed"})
+    with pytest.raises(ValueError, match=r"select.negative='hardest' is not one of \['lowest', 'random', 'none'\]"):
+        load_config(FAKE, {"select.negative": "hardest"})
+
+
+def test_cli_rejects_bad_flags_and_stages(capsys, tmp_path):
+    assert cli.main(["fret", "--config", str(FAKE), "--output_dir", str(tmp_path), "--stage", "rank"]) == 2
+    assert "unknown stage(s) ['rank']" in capsys.readouterr().err
+    assert cli.main(["fret", "--config", str(FAKE), "positive=seed"]) == 2
+    assert "overrides look like --section.key=value" in capsys.readouterr().err
+
+
+def test_a_stage_without_its_input_says_which_stage_to_run(tmp_path, capsys):
+    assert cli.main(["fret", "--config", str(FAKE), "--output_dir", str(tmp_path), "--stage", "select"]) == 2
+    assert "rerank.jsonl does not exist: run the stage that writes it first" in capsys.readouterr().err
