@@ -1,0 +1,119 @@
+"""`gecko eval`: score a model on local BEIR/STS/classification files and/or on MTEB.
+
+    gecko eval --model runs/x/last.ckpt --beir data/scifact --sts data/stsbenchmark/sts-test.csv \
+        --dims 768 256 --output results.json
+    gecko eval --model out/exported --mteb STSBenchmark SciFact --mteb-output results/mteb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gecko_lightning.evaluation.loaders import EvalDataError, find_splits, load_beir, load_sts, read_labelled
+from gecko_lightning.evaluation.models import ModelLoadError, load_encoder
+from gecko_lightning.evaluation.prompts import PROMPT_STYLES, PromptMap
+from gecko_lightning.evaluation import runner
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gecko eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a `gecko fit` .ckpt, an exported/saved folder, or a Hugging Face name")
+    p.add_argument("--beir", nargs="+", default=[], metavar="DIR", help="BEIR folders: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--split", default="test", help="qrels split to score (qrels/<split>.tsv)")
+    p.add_argument("--sts", nargs="+", default=[], metavar="FILE", help="STS Benchmark TSV, or csv/tsv/jsonl with s1, s2, score")
+    p.add_argument("--classification", nargs="+", default=[], metavar="PATH",
+                   help="a folder with train.* and test.*, or a test file with a train sibling (text + label columns)")
+    p.add_argument("--cls-samples-per-label", type=int, default=8, help="MTEB-style few-shot training size; 0 = whole train split")
+    p.add_argument("--cls-experiments", type=int, default=10, help="undersampling repeats averaged (MTEB default 10)")
+    p.add_argument("--mteb", nargs="+", default=[], metavar="NAME", help="MTEB task or benchmark names (needs the data cached or network)")
+    p.add_argument("--mteb-output", default="results/mteb", help="folder for MTEB's own result files")
+    p.add_argument("--prompts", choices=PROMPT_STYLES, default="gecko", help="gecko: task/title formats of the paper; none: raw text")
+    p.add_argument("--prompt-map", default=None, help="YAML of task strings (default configs/eval/gecko_prompts.yaml)")
+    p.add_argument("--dims", nargs="+", type=int, default=None, help="Matryoshka dims to score (truncate + renormalise); default full width")
+    p.add_argument("--ignore-identical-ids", action="store_true", help="drop retrieved docs whose id equals the query id (ArguAna/Quora)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=None, help="token limit; default the model's own (sentence_bert_config.json)")
+    p.add_argument("--output", default=None, help="write {dataset: {metric: score}} (0-100) to this JSON file")
+    return p
+
+
+def _suffixed(scores: dict, use_dims: bool) -> dict[str, float]:
+    """Flatten {dim: {metric: v}} to {metric[@dim]: v}; plain names when no --dims was given."""
+    return {(f"{m}@{d}" if use_dims else m): round(v, 4) for d, per in scores.items() for m, v in per.items()}
+
+
+def run_offline(args: argparse.Namespace, encoder) -> dict[str, dict[str, float]]:
+    dims = args.dims or [None]
+    prompt_map = PromptMap.load(args.prompt_map)
+    results: dict[str, dict[str, float]] = {}
+    for folder in args.beir:
+        data = load_beir(folder, args.split)
+        scores = _timed(folder, lambda: runner.evaluate_beir(encoder, data, dims, args.prompts, prompt_map, args.batch_size,
+                                                             ignore_identical_ids=args.ignore_identical_ids))
+        results[Path(folder).name] = _suffixed(scores, args.dims is not None)
+    for file in args.sts:
+        data = load_sts(file)
+        task = prompt_map.task_types.get("STS", "sentence similarity")
+        results[Path(file).name] = _suffixed(_timed(file, lambda: runner.evaluate_sts(encoder, data, dims, args.prompts, task, args.batch_size)),
+                                             args.dims is not None)
+    for spec in args.classification:
+        train, test = (read_labelled(p) for p in find_splits(spec))
+        task = prompt_map.task_types.get("Classification", "classification")
+        per_label = args.cls_samples_per_label or None
+        scores = _timed(spec, lambda: runner.evaluate_classification(encoder, train, test, dims, args.prompts, task, per_label,
+                                                                     args.cls_experiments, args.batch_size))
+        results[Path(spec).name] = _suffixed(scores, args.dims is not None)
+    return results
+
+
+def _timed(name: str, fn):
+    start = time.perf_counter()
+    out = fn()
+    print(f"[gecko eval] {name}: {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return out
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """One row per (dataset, metric), aligned, for the terminal."""
+    rows = [(ds, m, f"{v:.2f}") for ds, per in results.items() for m, v in per.items()]
+    w0 = max([len("dataset")] + [len(r[0]) for r in rows])
+    w1 = max([len("metric")] + [len(r[1]) for r in rows])
+    lines = [f"{'dataset':<{w0}}  {'metric':<{w1}}  score", f"{'-' * w0}  {'-' * w1}  -----"]
+    return "\n".join(lines + [f"{a:<{w0}}  {b:<{w1}}  {c:>5}" for a, b, c in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not (args.beir or args.sts or args.classification or args.mteb):
+        print("gecko eval: nothing to evaluate; pass --beir, --sts, --classification and/or --mteb", file=sys.stderr)
+        return 2
+    try:
+        if args.mteb:  # fail fast on a typo before loading the model
+            from gecko_lightning.evaluation.mteb_eval import resolve_tasks
+
+            resolve_tasks(args.mteb)
+        encoder = load_encoder(args.model, args.max_length)
+        results = run_offline(args, encoder)
+        if args.mteb:
+            results.update(_run_mteb(args, encoder))
+    except (EvalDataError, ModelLoadError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"gecko eval: error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(results))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _run_mteb(args: argparse.Namespace, encoder) -> dict[str, dict[str, float]]:
+    from gecko_lightning.evaluation.mteb_eval import run_mteb
+
+    name = "gecko/" + Path(args.model.rstrip("/")).name.replace("/", "__")
+    return run_mteb(encoder, args.mteb, args.mteb_output, name, args.prompts, PromptMap.load(args.prompt_map),
+                    args.dims or [None], args.batch_size)

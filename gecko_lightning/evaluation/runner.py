@@ -1,0 +1,124 @@
+"""Offline evaluation of a GeckoEncoder on local BEIR, STS and classification files.
+
+Each `evaluate_*` embeds once at full width and scores every requested Matryoshka dim by truncating
+and re-normalising, so `--dims 768 256` costs one encoding pass. Scores are on a 0-100 scale.
+The in-training callback (callback.py) reuses these functions on tiny sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gecko_lightning.encoder import GeckoEncoder
+from gecko_lightning.evaluation import metrics
+from gecko_lightning.evaluation.loaders import BeirSet, LabelSet, PairSet
+from gecko_lightning.evaluation.prompts import PromptMap, format_document, format_query, plain_document
+
+TOP_K = 100  # deepest cut any reported metric needs (Recall@100)
+
+
+def truncate(emb: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """Keep the first `dim` features and re-normalise: (N, D) -> (N, dim). None keeps all."""
+    if dim is not None and not 0 < dim <= emb.shape[1]:
+        raise ValueError(f"dim {dim} is outside 1..{emb.shape[1]} (the model's embedding width); fix --dims")
+    return F.normalize(emb[:, :dim] if dim else emb, dim=-1)
+
+
+def embed(encoder: GeckoEncoder, texts: Sequence[str], batch_size: int = 64, device: str | None = None,
+          show_progress: bool = True) -> torch.Tensor:
+    """(N, D) float32 embeddings; half precision autocast on GPU (bf16 where supported, else fp16)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = None
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    encoder.to(device)
+    return encoder.encode(list(texts), batch_size=batch_size, device=device, dtype=dtype, show_progress=show_progress)
+
+
+def search(queries: torch.Tensor, docs: torch.Tensor, k: int = TOP_K, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k: (Q, D) x (N, D) -> scores (Q, k), indices (Q, k).
+
+    faiss (a GPU index when faiss-gpu and CUDA are present) when installed, else chunked torch matmul
+    (on GPU when available) so the (Q, N) score matrix never has to fit in memory at once.
+    """
+    k = min(k, docs.shape[0])
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        index = faiss.IndexFlatIP(docs.shape[1])
+        if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):
+            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        index.add(docs.numpy().astype(np.float32))
+        return index.search(queries.numpy().astype(np.float32), k)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    d = docs.to(device)
+    parts = [torch.topk(q.to(device) @ d.T, k, dim=1) for q in queries.split(chunk)]  # (chunk, N) -> (chunk, k)
+    return torch.cat([p.values for p in parts]).cpu().numpy(), torch.cat([p.indices for p in parts]).cpu().numpy()
+
+
+def beir_texts(data: BeirSet, prompts: str, prompt_map: PromptMap) -> tuple[list[str], list[str]]:
+    """Query and document strings in the chosen prompt style (dict order of data.queries / data.corpus)."""
+    queries, docs = list(data.queries.values()), list(data.corpus.values())
+    if prompts == "none":
+        return queries, [plain_document(t, x) for t, x in docs]
+    task = prompt_map.retrieval_task(data.name)
+    doc_fmt = (lambda t, x: format_query(task, plain_document(t, x))) if prompt_map.is_symmetric(data.name) else format_document
+    return [format_query(task, q) for q in queries], [doc_fmt(t, x) for t, x in docs]
+
+
+def evaluate_beir(encoder: GeckoEncoder, data: BeirSet, dims: Sequence[int | None] = (None,), prompts: str = "gecko",
+                  prompt_map: PromptMap | None = None, batch_size: int = 64, show_progress: bool = True,
+                  ignore_identical_ids: bool = False, device: str | None = None) -> dict[str, dict[str, float]]:
+    """{dim: {ndcg_at_10, recall_at_100, mrr_at_10}} on a 0-100 scale.
+
+    ignore_identical_ids: drop a retrieved document whose id equals the query id, as MTEB does for
+    ArguAna/Quora-style sets where queries are also in the corpus (MTEB's default is False too).
+    """
+    q_texts, d_texts = beir_texts(data, prompts, prompt_map or PromptMap.load())
+    q_emb = embed(encoder, q_texts, batch_size, device, show_progress)
+    d_emb = embed(encoder, d_texts, batch_size, device, show_progress)
+    q_ids, d_ids = list(data.queries), list(data.corpus)
+    out = {}
+    for dim in dims:
+        _, idx = search(truncate(q_emb, dim), truncate(d_emb, dim), TOP_K + 1)
+        run = {q: [d_ids[j] for j in row if j >= 0 and not (ignore_identical_ids and d_ids[j] == q)][:TOP_K]
+               for q, row in zip(q_ids, idx)}
+        out[dim] = {k: 100 * v for k, v in metrics.retrieval_metrics(run, data.qrels).items()}
+    return out
+
+
+def evaluate_sts(encoder: GeckoEncoder, data: PairSet, dims: Sequence[int | None] = (None,), prompts: str = "gecko",
+                 task: str = "sentence similarity", batch_size: int = 64, show_progress: bool = True,
+                 device: str | None = None) -> dict[str, dict[str, float]]:
+    """{dim: {spearman}}: Spearman (x100) of cosine similarity against the gold scores."""
+    fmt = (lambda s: s) if prompts == "none" else (lambda s: format_query(task, s))
+    uniq = list(dict.fromkeys(data.s1 + data.s2))  # each sentence once
+    emb = embed(encoder, [fmt(s) for s in uniq], batch_size, device, show_progress)
+    pos = {s: i for i, s in enumerate(uniq)}
+    a, b = [pos[s] for s in data.s1], [pos[s] for s in data.s2]
+    out = {}
+    for dim in dims:
+        e = truncate(emb, dim)
+        cos = (e[a] * e[b]).sum(-1)  # (P,)
+        out[dim] = {"spearman": 100 * metrics.spearman(cos.tolist(), data.scores)}
+    return out
+
+
+def evaluate_classification(encoder: GeckoEncoder, train: LabelSet, test: LabelSet, dims: Sequence[int | None] = (None,),
+                            prompts: str = "gecko", task: str = "classification", samples_per_label: int | None = 8,
+                            n_experiments: int = 10, batch_size: int = 64, show_progress: bool = True) -> dict[str, dict[str, float]]:
+    """{dim: {accuracy}}: MTEB-style logistic regression on frozen embeddings (see metrics.classification_accuracy)."""
+    fmt = (lambda s: s) if prompts == "none" else (lambda s: format_query(task, s))
+    tr = embed(encoder, [fmt(t) for t in train.texts], batch_size, show_progress=show_progress)
+    te = embed(encoder, [fmt(t) for t in test.texts], batch_size, show_progress=show_progress)
+    return {
+        dim: {"accuracy": 100 * metrics.classification_accuracy(truncate(tr, dim).numpy(), train.labels, truncate(te, dim).numpy(),
+                                                               test.labels, samples_per_label, n_experiments)}
+        for dim in dims
+    }

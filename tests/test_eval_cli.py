@@ -1,0 +1,119 @@
+"""`gecko eval` end to end on tiny local files, and its messages for bad input."""
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from gecko_lightning.encoder import GeckoEncoder
+from gecko_lightning.evaluation import runner
+from gecko_lightning.evaluation.cli import main
+from gecko_lightning.evaluation.loaders import load_beir, load_sts
+from gecko_lightning.evaluation.prompts import PromptMap
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_EVAL = "configs/assets/tiny_eval"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("model")
+    GeckoEncoder.from_pretrained(REPO / "configs/assets/tiny-bert", random_init=True, max_length=64).save_pretrained(out)
+    return out
+
+
+def test_offline_eval_writes_json_and_table(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "r.json"
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(8)))
+    (tmp_path / "test.csv").write_text("text,label\ngood x,pos\nbad y,neg\n")
+    code = main(["--model", str(model_dir), "--beir", f"{TINY_EVAL}/beir", "--sts", f"{TINY_EVAL}/sts.tsv",
+                 "--classification", str(tmp_path), "--cls-samples-per-label", "0", "--dims", "32", "16", "--output", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"beir", "sts.tsv", tmp_path.name}
+    assert set(results["beir"]) == {f"{m}@{d}" for m in ("ndcg_at_10", "recall_at_100", "mrr_at_10") for d in (32, 16)}
+    assert set(results["sts.tsv"]) == {"spearman@32", "spearman@16"}
+    assert all(0 <= v <= 100 for per in results.values() for v in per.values())
+    assert "ndcg_at_10@16" in capsys.readouterr().out
+
+
+def test_beir_scores_equal_a_brute_force_reference(model_dir):
+    """Our search + metrics equal a full sort of every cosine score, per dim."""
+    enc = GeckoEncoder.from_pretrained(model_dir)
+    data = load_beir(REPO / TINY_EVAL / "beir")
+    got = runner.evaluate_beir(enc, data, [None, 8], "gecko", PromptMap.load(), show_progress=False)
+    q_texts, d_texts = runner.beir_texts(data, "gecko", PromptMap.load())
+    q, d = enc.encode(q_texts), enc.encode(d_texts)
+    d_ids = list(data.corpus)
+    for dim in (None, 8):
+        qq, dd = runner.truncate(q, dim), runner.truncate(d, dim)
+        hits = []
+        for i, qid in enumerate(data.queries):
+            ranked = [d_ids[j] for j in torch.argsort(qq[i] @ dd.T, descending=True).tolist()]
+            (rel,) = data.qrels[qid]
+            hits.append(1 / (ranked.index(rel) + 1) if ranked.index(rel) < 10 else 0.0)
+        assert got[dim]["mrr_at_10"] == pytest.approx(100 * sum(hits) / len(hits), abs=1e-6)
+
+
+def test_sts_spearman_matches_scipy_reference(model_dir):
+    from scipy.stats import spearmanr
+    enc = GeckoEncoder.from_pretrained(model_dir)
+    data = load_sts(REPO / TINY_EVAL / "sts.tsv")
+    got = runner.evaluate_sts(enc, data, [None], "none", show_progress=False)[None]["spearman"]
+    a, b = enc.encode(data.s1), enc.encode(data.s2)
+    assert got == pytest.approx(100 * spearmanr((a * b).sum(-1).numpy(), data.scores).correlation, abs=1e-4)
+
+
+def test_gecko_prompts_format_inputs():
+    pm = PromptMap.load()
+    data = load_beir(REPO / TINY_EVAL / "beir")
+    data.name = "SciFact"
+    q, d = runner.beir_texts(data, "gecko", pm)
+    assert q[0].startswith("task: fact checking | query: ")
+    assert d[0].startswith("title: Róisín Owens | text: Róisín Owens is")
+    q, d = runner.beir_texts(data, "none", pm)
+    assert d[0].startswith("Róisín Owens Róisín Owens is") and not q[0].startswith("task:")
+    assert pm.is_symmetric("CQADupstackEnglishRetrieval") and not pm.is_symmetric("SciFact")
+
+
+def test_missing_qrels_message(model_dir, tmp_path, capsys):
+    (tmp_path / "set").mkdir()
+    assert main(["--model", str(model_dir), "--beir", str(tmp_path / "set")]) == 1
+    assert f"qrels file {tmp_path / 'set' / 'qrels' / 'test.tsv'} not found" in capsys.readouterr().err
+
+
+def test_non_numeric_sts_score_message(model_dir, tmp_path, capsys):
+    f = tmp_path / "pairs.csv"
+    f.write_text("s1,s2,score\na,b,n/a\n")
+    assert main(["--model", str(model_dir), "--sts", str(f)]) == 1
+    assert "pairs.csv:2: score 'n/a' is not a number" in capsys.readouterr().err
+
+
+def test_checkpoint_without_encoder_message(tmp_path, capsys):
+    ckpt = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {"linear.weight": torch.zeros(1)}}, ckpt)
+    assert main(["--model", str(ckpt), "--sts", str(REPO / TINY_EVAL / "sts.tsv")]) == 1
+    assert "bad.ckpt holds no encoder weights" in capsys.readouterr().err
+
+
+def test_bad_dim_and_nothing_to_do(model_dir, capsys):
+    assert main(["--model", str(model_dir)]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    assert main(["--model", str(model_dir), "--sts", str(REPO / TINY_EVAL / "sts.tsv"), "--dims", "999"]) == 1
+    assert "dim 999 is outside 1..32" in capsys.readouterr().err
+
+
+def test_eval_lightning_checkpoint_equals_encoder(tmp_path, tiny_bert):
+    from gecko_lightning.evaluation.models import load_encoder
+    from gecko_lightning.module import GeckoModule
+
+    torch.manual_seed(0)
+    module = GeckoModule(str(tiny_bert), random_init=True, max_length=64, matryoshka_dims=[32, 16])
+    ckpt = tmp_path / "m.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": L.__version__}, ckpt)
+    enc = load_encoder(str(ckpt))
+    torch.testing.assert_close(enc.encode(["hello world"]), module.encoder.encode(["hello world"]))
