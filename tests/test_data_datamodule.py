@@ -92,3 +92,19 @@ def test_tokenization_runs_in_workers_and_matches_the_in_process_batches(monkeyp
     batches = in_process(1)
     assert [b["ids"] for b in batches] == [b["ids"] for b in reference]
     assert all(torch.equal(a["positive"]["input_ids"], b["positive"]["input_ids"]) for a, b in zip(batches, reference))
+
+
+def test_arrow_backed_dataset_formats_like_the_records_themselves():
+    from gecko_lightning.data.formatting import Template, format_record
+    from gecko_lightning.data.schema import read_records
+    from gecko_lightning.data.sources import TripletDataset, records_to_table
+
+    records = read_records(TINY_FRET)[0][:7]
+    config = SourceConfig(TINY_FRET)
+    table = records_to_table(records, chunk=3)  # several chunks
+    ds = TripletDataset([(config, table), (config, table)], Template())
+    expected = [format_record(r, Template()) for r in records]
+    assert ds[[6, 0, 13, 7]] == [expected[6], expected[0], expected[6], expected[0]]  # second source starts at 7
+    assert ds[3] == expected[3]
+    with pytest.raises(IndexError, match="out of range for 14 records"):
+        ds[[14]]

@@ -95,9 +95,9 @@ class MixtureDataModule(LightningDataModule):
         self.tokenizer = load_tokenizer(self.tokenizer_name, type(self).__name__)
         loaded = []
         for config in self.sources:
-            records, stats = read_source(config, self.on_error)
+            table, stats = read_source(config, self.on_error)
             self.read_stats[config.display_name()] = stats
-            loaded.append((config, records))
+            loaded.append((config, table))
         self.skipped_rows = sum(len(s.skipped) for s in self.read_stats.values())
         self.train_dataset = TripletDataset(loaded, self.template)
         self.val_dataset = None

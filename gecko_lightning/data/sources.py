@@ -6,19 +6,25 @@ sources' records back to back and formats them lazily, inside the DataLoader wor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from tqdm.auto import tqdm
 
 from gecko_lightning.data.formatting import Example, Template, format_record
-from gecko_lightning.data.schema import OnError, ReadStats, Record, iter_records, read_manifest
+from gecko_lightning.data.schema import OnError, Passage, ReadStats, Record, iter_records, read_manifest
 
 FalseNegatives = Literal["none", "unique_id", "mask"]
+# One row per record; `label` is meta.label as text (the `mask` treatment's class).
+COLUMNS = ("id", "task", "query", "pos_title", "pos_text", "neg_title", "neg_text", "symmetric", "label")
+SCHEMA = pa.schema([(c, pa.bool_() if c == "symmetric" else pa.string()) for c in COLUMNS])
 
 
 @dataclass
@@ -59,83 +65,106 @@ class SourceConfig:
             raise ValueError(f"source {self.display_name()!r}: weight must be >= 0, got {self.weight}")
 
 
-def read_source(config: SourceConfig, on_error: OnError = "raise") -> tuple[list[Record], ReadStats]:
-    """Read and validate one source; bad rows are counted and logged, never dropped silently."""
+def read_source(config: SourceConfig, on_error: OnError = "raise") -> tuple[pa.Table, ReadStats]:
+    """Read and validate one source into a compact Arrow table (see `COLUMNS`).
+
+    Arrow keeps millions of records in a few flat buffers: forked DataLoader workers share them
+    instead of copying Python objects that reference counting would touch. Bad rows are counted
+    and logged, never dropped silently.
+    """
     config.check()
     if Path(config.path).is_dir():
         read_manifest(config.path)  # fails early on an unsupported schema version
     name, stats = config.display_name(), ReadStats()
     rows = iter_records(config.path, on_error=on_error, stats=stats)
     bar = tqdm(rows, desc=f"read {name}", unit=" records", disable=not _is_rank_zero(), leave=False)
-    records = list(islice(bar, config.max_records))
-    rank_zero_info(f"data source {name!r}: {len(records)} records, {len(stats.skipped)} bad rows skipped")
+    table = records_to_table(islice(bar, config.max_records))
+    rank_zero_info(f"data source {name!r}: {table.num_rows} records, {len(stats.skipped)} bad rows skipped")
     if stats.skipped:
         shown = "\n  ".join(stats.skipped[:5])
         rank_zero_warn(f"data source {name!r}: skipped {len(stats.skipped)} bad rows (on_error='skip'):\n  {shown}")
-    if not records:
+    if table.num_rows == 0:
         raise ValueError(f"data source {name!r} ({config.path}) has no valid records")
-    if config.false_negatives == "mask":
-        _check_labels(records, name)
-    return records, stats
+    if config.false_negatives == "mask" and table.column("label").null_count:
+        first = pc.index(pc.is_null(table.column("label")), True).as_py()
+        raise ValueError(
+            f"source {name!r}: false_negatives 'mask' needs meta.label on every record, record "
+            f"{table.column('id')[first].as_py()!r} (#{first}) has none; convert with "
+            "`gecko data convert classification` or use 'unique_id'"
+        )
+    return table, stats
+
+
+def records_to_table(records: Iterable[Record], chunk: int = 65_536) -> pa.Table:
+    """Records -> an Arrow table of `COLUMNS`, built chunk by chunk so no full Python list is held."""
+    batches, cols = [], {c: [] for c in COLUMNS}
+    for rec in records:
+        neg = rec.negative
+        label = rec.meta.get("label")
+        for key, value in zip(COLUMNS, (rec.id, rec.task, rec.query, rec.positive.title, rec.positive.text,
+                                        neg.title if neg else None, neg.text if neg else None, rec.symmetric,
+                                        None if label is None else str(label))):
+            cols[key].append(value)
+        if len(cols["id"]) == chunk:
+            batches.append(pa.record_batch(cols, schema=SCHEMA))
+            cols = {c: [] for c in COLUMNS}
+    batches.append(pa.record_batch(cols, schema=SCHEMA))
+    return pa.Table.from_batches(batches, schema=SCHEMA).combine_chunks()
+
+
+def _row_record(row: dict, source: str, task: str | None) -> Record:
+    negative = Passage(row["neg_text"], row["neg_title"]) if row["neg_text"] is not None else None
+    meta = {"label": row["label"]} if row["label"] is not None else {}
+    return Record(row["id"], source, task or row["task"], row["query"], Passage(row["pos_text"], row["pos_title"]),
+                  negative, row["symmetric"], meta)
 
 
 def _is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
-def _check_labels(records: Sequence[Record], name: str) -> None:
-    for i, rec in enumerate(records):
-        if rec.meta.get("label") is None:
-            raise ValueError(
-                f"source {name!r}: false_negatives 'mask' needs meta.label on every record, record {rec.id!r} "
-                f"(#{i}) has none; convert with `gecko data convert classification` or use 'unique_id'"
-            )
-
-
 class TripletDataset:
     """Sources laid back to back: global index = source offset + local index.
 
-    Indexing with a list returns a list of `Example` (one batch: the sampler yields lists).
+    Indexing with a list returns a list of `Example` (one batch: the sampler yields lists);
+    rows are fetched from each source's Arrow table with one `take` per source and batch.
     """
 
-    def __init__(
-        self, sources: Sequence[tuple[SourceConfig, Sequence[Record]]], template: Template
-    ) -> None:
+    def __init__(self, sources: Sequence[tuple[SourceConfig, pa.Table]], template: Template) -> None:
         self.configs = [c for c, _ in sources]
-        self.records = [list(r) for _, r in sources]
+        self.tables = [t for _, t in sources]
         self.template = template
-        self.sizes = [len(r) for r in self.records]
+        self.sizes = [t.num_rows for t in self.tables]
         self.names = [c.display_name() for c in self.configs]
-        self._starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        self._ends = np.cumsum(self.sizes)  # (S,)
 
     def __len__(self) -> int:
-        return sum(self.sizes)
+        return int(self._ends[-1])
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """Global index -> (source, local index)."""
-        for s in range(len(self.sizes) - 1, -1, -1):
-            if index >= self._starts[s]:
-                if index - self._starts[s] >= self.sizes[s]:
-                    break
-                return s, index - self._starts[s]
-        raise IndexError(f"index {index} out of range for {len(self)} records")
-
-    def example(self, index: int) -> Example:
-        s, i = self.locate(index)
-        config, record = self.configs[s], self.records[s][i]
-        if config.task is not None:
-            record = Record(**{**record.__dict__, "task": config.task})
-        group = None
-        if config.false_negatives == "mask":
-            group = f"label\0{self.names[s]}\0{record.meta['label']}"
-        unique = f"{i}" if config.false_negatives == "unique_id" else None
+    def _format(self, s: int, local: int, row: dict) -> Example:
+        config = self.configs[s]
+        record = _row_record(row, self.names[s], config.task)
+        group = f"label\0{self.names[s]}\0{row['label']}" if config.false_negatives == "mask" else None
+        unique = f"{local}" if config.false_negatives == "unique_id" else None
         return format_record(record, self.template, config.symmetric, unique, config.same_tower, group)
 
     def __getitem__(self, index: int | Sequence[int]) -> Example | list[Example]:
-        if isinstance(index, int):
-            return self.example(index)
-        return [self.example(int(i)) for i in index]
+        if isinstance(index, (int, np.integer)):
+            return self[[int(index)]][0]
+        index = np.asarray(index, dtype=np.int64)  # (B,)
+        if len(index) and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} records")
+        source = np.searchsorted(self._ends, index, side="right")  # (B,)
+        out: list[Example | None] = [None] * len(index)
+        for s in np.unique(source):
+            where = np.flatnonzero(source == s)
+            local = index[where] - (self._ends[s] - self.sizes[s])
+            rows = self.tables[s].take(pa.array(local)).to_pylist()
+            for pos, i, row in zip(where, local, rows):
+                out[pos] = self._format(int(s), int(i), row)
+        return out
 
-    def doc_lengths(self) -> list[int]:
+    def doc_lengths(self) -> np.ndarray:
         """Rough length of each row (characters of query + positive), for length grouping."""
-        return [len(r.query) + len(r.positive.text) for recs in self.records for r in recs]
+        parts = [pc.add(pc.utf8_length(t.column("query")), pc.utf8_length(t.column("pos_text"))) for t in self.tables]
+        return np.concatenate([p.to_numpy() for p in parts])
