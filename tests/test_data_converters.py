@@ -111,8 +111,10 @@ def test_real_banking77_and_emotion_positives_share_the_label(tmp_path, shared_d
     recs = run(tmp_path, "classification", "--source", str(shared_data / "banking77" / "train.csv"))
     assert len(recs) == 10003
     assert all(label_of[r.positive.text] == label_of[r.query] != label_of[r.negative.text] for r in recs[:2000])
-    recs = run(tmp_path / "e", "classification", "--source", str(shared_data / "emotion" / "val.txt"), "--delimiter", ";")
-    assert len(recs) == 2000 and {r.meta["label"] for r in recs} == {"sadness", "joy", "love", "anger", "fear", "surprise"}
+    emotion = str(shared_data / "emotion" / "val.txt")
+    recs = run(tmp_path / "e", "classification", "--source", emotion, "--delimiter", ";")
+    assert len(recs) == 2000
+    assert {r.meta["label"] for r in recs} == {"sadness", "joy", "love", "anger", "fear", "surprise"}
 
 
 def test_real_wikiqa_quora_and_scifact(tmp_path, shared_data):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from gecko_lightning.data import FRetDataModule, MixtureDataModule, SourceConfig
-from gecko_lightning.data.schema import write_records
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_FRET = str(REPO / "configs" / "assets" / "tiny_fret")
@@ -39,7 +37,8 @@ def test_missing_tokenizer_says_how_to_set_it():
 
 def test_on_error_skip_counts_bad_rows(tmp_path):
     good = json.loads((Path(TINY_FRET) / "shard-00000.jsonl").read_text().splitlines()[0])
-    lines = [json.dumps({**good, "id": f"g{i}"}) for i in range(4)] + ['{"id": "bad"', json.dumps({**good, "query": ""})]
+    lines = [json.dumps({**good, "id": f"g{i}"}) for i in range(4)]
+    lines += ['{"id": "bad"', json.dumps({**good, "query": ""})]  # lines 5 and 6
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=rf"{path}:5: malformed JSON"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,8 +25,10 @@ def dm(sources, **kw) -> MixtureDataModule:
 
 def duplicate_source(tmp_path: Path) -> str:
     """40 records whose positives repeat: record i has positive text number i % 5."""
-    rows = [{"id": f"d{i}", "source": "dup", "task": "t", "query": f"query {i}", "positive": {"text": f"passage {i % 5}"}}
-            for i in range(40)]
+    rows = [
+        {"id": f"d{i}", "source": "dup", "task": "t", "query": f"query {i}", "positive": {"text": f"passage {i % 5}"}}
+        for i in range(40)
+    ]
     path = tmp_path / "dup.jsonl"
     write_records(rows, path)
     return str(path)

@@ -28,7 +28,8 @@ def validate(path: str, out=None) -> int:
     out = out or sys.stdout
     stats = ReadStats()
     try:
-        for _ in tqdm(iter_records(path, on_error="skip", stats=stats), desc=f"validate {path}", unit=" records", leave=False):
+        records = iter_records(path, on_error="skip", stats=stats)
+        for _ in tqdm(records, desc=f"validate {path}", unit=" records", leave=False, disable=None):
             pass
     except (FileNotFoundError, ValueError) as e:
         print(f"{path}: {e}", file=out)
@@ -75,11 +76,15 @@ def convert(args: argparse.Namespace) -> int:
     conv = CONVERTERS[args.converter]
     source = args.source or conv.hub
     if source is None:
-        print(f"gecko data convert {args.converter}: pass --source (a local file or folder, or a Hub name)", file=sys.stderr)
+        print(f"gecko data convert {args.converter}: pass --source (a local file or folder, or a Hub name)",
+              file=sys.stderr)
         return 2
-    columns = {**conv.columns, **{c: v for c in ("query", "text", "title", "label", "negative") if (v := getattr(args, f"{c}_column"))}}
-    table = TableOptions(args.delimiter, args.column_names.split(",") if args.column_names else None, args.encoding_errors)
-    spec = ConvertSpec(args.converter, source, args.name, args.split, args.config or conv.config, args.task, args.seed, columns, table)
+    flags = {c: v for c in ("query", "text", "title", "label", "negative") if (v := getattr(args, f"{c}_column"))}
+    names = args.column_names.split(",") if args.column_names else None
+    spec = ConvertSpec(
+        args.converter, source, args.name, args.split, args.config or conv.config, args.task, args.seed,
+        {**conv.columns, **flags}, TableOptions(args.delimiter, names, args.encoding_errors),
+    )
     records = tqdm(islice(conv.fn(spec), args.max_records), desc=f"convert {args.converter}", unit=" records")
     out, shards, count, chunk = Path(args.out), 0, 0, []
     for record in records:
@@ -97,7 +102,9 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gecko data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="gecko data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check schema datasets without training")
     v.add_argument("paths", nargs="+", help="record files or dataset folders")

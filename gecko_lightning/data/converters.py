@@ -126,7 +126,9 @@ def convert_hotpotqa(spec: ConvertSpec) -> Iterator[Record]:
     rng, n = random.Random(spec.seed), 0
     for row in spec.load():
         ctx, support = row["context"], set(row["supporting_facts"]["title"])
-        paragraphs = {t: Passage(" ".join(s.strip() for s in sents), t) for t, sents in zip(ctx["title"], ctx["sentences"])}
+        paragraphs = {
+            t: Passage(" ".join(s.strip() for s in sents), t) for t, sents in zip(ctx["title"], ctx["sentences"])
+        }
         distractors = [p for t, p in paragraphs.items() if t not in support]
         for title in dict.fromkeys(row["supporting_facts"]["title"]):
             if title not in paragraphs:
@@ -155,14 +157,19 @@ def convert_passages(spec: ConvertSpec) -> Iterator[Record]:
     """Tevatron/MIRACL layout: query + lists of positive and negative passages ({docid, title, text})."""
     rng, n = random.Random(spec.seed), 0
     for row in spec.load():
-        positives = [Passage(p["text"], _text(p.get("title"))) for p in row["positive_passages"] if _text(p.get("text"))]
-        negatives = [Passage(p["text"], _text(p.get("title"))) for p in row.get("negative_passages") or [] if _text(p.get("text"))]
+        positives = _passages(row["positive_passages"])
+        negatives = _passages(row.get("negative_passages") or [])
         if not positives or not _text(row.get("query")):
             spec.dropped["no positive passage"] += 1
             continue
         meta = {"language": spec.config} if spec.config else {}
-        yield spec.record(n, row["query"].strip(), positives[0], rng.choice(negatives) if negatives else None, meta=meta)
+        negative = rng.choice(negatives) if negatives else None
+        yield spec.record(n, row["query"].strip(), positives[0], negative, meta=meta)
         n += 1
+
+
+def _passages(items: list[dict]) -> list[Passage]:
+    return [Passage(p["text"], _text(p.get("title"))) for p in items if _text(p.get("text"))]
 
 
 # ---- BEIR retrieval (corpus, queries, qrels) ------------------------------------------------------
@@ -171,7 +178,9 @@ def _beir_tables(spec: ConvertSpec):
     if root.is_dir():
         qrels = root / "qrels" / f"{spec.split}.tsv"
         if not qrels.is_file():
-            raise FileNotFoundError(f"BEIR folder {root} has no qrels/{spec.split}.tsv: pass --split with an existing one")
+            raise FileNotFoundError(
+                f"BEIR folder {root} has no qrels/{spec.split}.tsv: pass --split with an existing one"
+            )
         return spec.load(str(root / "corpus.jsonl")), spec.load(str(root / "queries.jsonl")), spec.load(str(qrels))
     # Hub: the mteb/<name> layout has configs corpus, queries and default (the qrels)
     return (spec.load(config="corpus", split="corpus"), spec.load(config="queries", split="queries"),
@@ -202,7 +211,8 @@ def _nli_table(spec: ConvertSpec) -> Iterable[dict]:
     if root.is_dir() and (root / f"s1.{spec.split}").is_file():
         from datasets import load_dataset
 
-        cols = [load_dataset("text", data_files=str(root / f"{c}.{spec.split}"), split="train")["text"] for c in ("s1", "s2", "labels")]
+        files = [str(root / f"{c}.{spec.split}") for c in ("s1", "s2", "labels")]
+        cols = [load_dataset("text", data_files=f, split="train")["text"] for f in files]
         return ({"premise": p, "hypothesis": h, "label": lab} for p, h, lab in zip(*cols))
     return spec.load()
 
@@ -211,7 +221,8 @@ def convert_nli(spec: ConvertSpec) -> Iterator[Record]:
     """Premise -> entailed hypothesis (positive), contradicted hypothesis (negative); symmetric."""
     groups: dict[str, dict[str, list]] = defaultdict(lambda: {"pos": [], "neg": []})
     for row in _nli_table(spec):
-        label = NLI_LABELS.get(row["label"], row["label"]) if isinstance(row["label"], int) else str(row["label"]).strip()
+        label = row["label"]
+        label = NLI_LABELS.get(label, label) if isinstance(label, int) else str(label).strip()
         premise, hypothesis = _text(row["premise"]), _text(row["hypothesis"])
         if premise is None or hypothesis is None or label not in ("entailment", "contradiction"):
             continue  # neutral pairs and unlabeled rows (-1 in HF snli) make no record
@@ -273,7 +284,9 @@ class Converter:
 
 CONVERTERS: dict[str, Converter] = {
     "qa": Converter(convert_qa),
-    "nq": Converter(convert_qa, "sentence-transformers/natural-questions", columns={"query": "query", "text": "answer"}),
+    "nq": Converter(
+        convert_qa, "sentence-transformers/natural-questions", columns={"query": "query", "text": "answer"}
+    ),
     "hotpotqa": Converter(convert_hotpotqa, "hotpotqa/hotpot_qa", "distractor"),
     "fever": Converter(convert_beir, "mteb/fever"),
     "medmcqa": Converter(convert_medmcqa, "openlifescienceai/medmcqa"),

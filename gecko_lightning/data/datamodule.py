@@ -168,7 +168,9 @@ class MixtureDataModule(LightningDataModule):
         if self.val_dataset is None:
             return []
         rank, world = self._rank_world()
-        sampler = GlobalBatchSampler(self.val_dataset.sizes, self.batch_size, None, False, False, self.seed, rank, world)
+        sampler = GlobalBatchSampler(
+            self.val_dataset.sizes, self.batch_size, shuffle=False, seed=self.seed, rank=rank, world_size=world
+        )
         return self._loader(self.val_dataset, sampler)
 
     # ---- exact resume ----------------------------------------------------------------------

@@ -26,7 +26,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from gecko_lightning.data.schema import Passage, Record
 
 PRESETS: dict[str, dict[str, str]] = {
-    "gecko": {"query": "task: {task} | query: {query}", "document": "title: {title} | text: {text}", "empty_title": "none"},
+    "gecko": {
+        "query": "task: {task} | query: {query}",
+        "document": "title: {title} | text: {text}",
+        "empty_title": "none",
+    },
     "plain": {"query": "{task} {query}", "document": "{title} {text}", "empty_title": ""},
 }
 
@@ -176,7 +180,9 @@ class TripletCollator:
             "positive": self._encode([e.positive for e in examples], self.doc_max_length),
         }
         if any(e.negative is not None for e in examples):
-            negatives = [e.negative if e.negative is not None else examples[(i + 1) % n].positive for i, e in enumerate(examples)]
+            negatives = [
+                e.negative if e.negative is not None else examples[(i + 1) % n].positive for i, e in enumerate(examples)
+            ]
             batch["negative"] = self._encode(negatives, self.doc_max_length)
             batch["neg_filled"] = sum(e.negative is None for e in examples)
         batch["pos_ids"] = torch.tensor([stable_id(e.group) for e in examples], dtype=torch.long)  # (B,)

@@ -77,7 +77,7 @@ def read_source(config: SourceConfig, on_error: OnError = "raise") -> tuple[pa.T
         read_manifest(config.path)  # fails early on an unsupported schema version
     name, stats = config.display_name(), ReadStats()
     rows = iter_records(config.path, on_error=on_error, stats=stats)
-    bar = tqdm(rows, desc=f"read {name}", unit=" records", disable=not _is_rank_zero(), leave=False)
+    bar = tqdm(rows, desc=f"read {name}", unit=" records", disable=None if _is_rank_zero() else True, leave=False)
     table = records_to_table(islice(bar, config.max_records))
     rank_zero_info(f"data source {name!r}: {table.num_rows} records, {len(stats.skipped)} bad rows skipped")
     if stats.skipped:
