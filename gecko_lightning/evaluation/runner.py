@@ -36,7 +36,14 @@ def embed(encoder: GeckoEncoder, texts: Sequence[str], batch_size: int = 64, dev
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     encoder.to(device)
-    return encoder.encode(list(texts), batch_size=batch_size, device=device, dtype=dtype, show_progress=show_progress)
+    return encoder.encode(list(texts), batch_size=batch_size, max_length=token_limit(encoder), device=device, dtype=dtype,
+                          show_progress=show_progress)
+
+
+def token_limit(encoder: GeckoEncoder) -> int:
+    """encoder.max_length, capped by the backbone's position table (e.g. a 128-position tiny BERT at the 512 default)."""
+    positions = getattr(encoder.backbone.config, "max_position_embeddings", None)
+    return min(encoder.max_length, positions) if positions else encoder.max_length
 
 
 def search(queries: torch.Tensor, docs: torch.Tensor, k: int = TOP_K, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
