@@ -25,7 +25,7 @@ class MTEBDataUnavailable(RuntimeError):
 def _make_wrapper_class():
     """Build the wrapper lazily so importing this module does not import mteb (slow)."""
     from mteb.models.abs_encoder import AbsEncoder
-    from mteb.models.model_meta import ModelMeta
+    from mteb.models.model_meta import ModelMeta, ScoringFunction
 
     class GeckoMTEBEncoder(AbsEncoder):
         """A GeckoEncoder seen by mteb. prompts="gecko" formats inputs per task; "none" passes text as is.
@@ -40,7 +40,7 @@ def _make_wrapper_class():
             self.mteb_model_meta = ModelMeta.create_empty({
                 "name": name, "revision": f"prompts-{prompts}" + (f"-dim{dim}" if dim else ""),
                 "embed_dim": dim or encoder.dim, "max_tokens": encoder.max_length,
-                "similarity_fn_name": "cosine", "framework": ["PyTorch"],
+                "similarity_fn_name": ScoringFunction.COSINE, "framework": ["PyTorch"],
             })
 
         def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs) -> np.ndarray:
@@ -120,9 +120,15 @@ def run_mteb(encoder: GeckoEncoder, names: Sequence[str], output_folder: str | P
 
     Returns {"<task>[@dim]": {"main_score": x100}} for the printed table.
     """
+    return evaluate_tasks(encoder, resolve_tasks(names), output_folder, name, prompts, prompt_map, dims, batch_size)
+
+
+def evaluate_tasks(encoder: GeckoEncoder, tasks: Sequence, output_folder: str | Path, name: str = "gecko/local",
+                   prompts: str = "gecko", prompt_map: PromptMap | None = None, dims: Sequence[int | None] = (None,),
+                   batch_size: int = 64) -> dict[str, dict[str, float]]:
+    """`run_mteb` for already-built mteb task objects (tests pass mteb's mock tasks)."""
     import mteb
 
-    tasks = resolve_tasks(names)
     wrapper_cls = _make_wrapper_class()
     summary = {}
     for dim in dims:
