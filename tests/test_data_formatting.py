@@ -112,3 +112,12 @@ def test_collate_equals_the_transformers_tokenizer_call(multiple):
     ref = tok(docs, max_length=40, truncation=True, padding="longest", pad_to_multiple_of=multiple, return_tensors="pt")
     assert torch.equal(got["input_ids"], ref["input_ids"])
     assert torch.equal(got["attention_mask"], ref["attention_mask"])
+
+
+def test_filled_negative_skips_rows_of_the_same_group():
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    rows = [Example("a", "q", "same text", None, "g"), Example("b", "q", "same text", "n", "g"),
+            Example("c", "q", "other text", "n", "h")]
+    batch = TripletCollator(tok, 16, 16)(rows)
+    other = tok("other text")["input_ids"]  # row a skips row b (its duplicate) and borrows row c
+    assert batch["negative"]["input_ids"][0][: len(other)].tolist() == other

@@ -135,7 +135,8 @@ class TripletCollator:
     Shapes: query (B, Tq) with Tq <= query_max_length; positive/negative (B, Tp) with
     Tp <= doc_max_length; each side padded to its own longest row (dynamic padding).
     Rows without a negative borrow the positive of row (i+1) % B, which is already an
-    in-batch negative for row i, so the loss sees a full (B, Tp) negative block.
+    in-batch negative for row i, so the loss sees a full (B, Tp) negative block; rows of the
+    same group (a duplicate positive, the same class) are passed over, they are no negative.
     """
 
     def __init__(
@@ -180,15 +181,22 @@ class TripletCollator:
             "positive": self._encode([e.positive for e in examples], self.doc_max_length),
         }
         if any(e.negative is not None for e in examples):
-            negatives = [
-                e.negative if e.negative is not None else examples[(i + 1) % n].positive for i, e in enumerate(examples)
-            ]
+            negatives = [e.negative or _borrowed(examples, i) for i, e in enumerate(examples)]
             batch["negative"] = self._encode(negatives, self.doc_max_length)
             batch["neg_filled"] = sum(e.negative is None for e in examples)
         batch["pos_ids"] = torch.tensor([stable_id(e.group) for e in examples], dtype=torch.long)  # (B,)
         batch["same_tower"] = torch.tensor([e.same_tower for e in examples], dtype=torch.bool)  # (B,)
         batch["ids"] = [e.id for e in examples]
         return batch
+
+
+def _borrowed(examples: Sequence[Example], i: int) -> str:
+    """The positive of the next row after i outside row i's group (row i+1 if all share it)."""
+    n = len(examples)
+    for step in range(1, n):
+        if examples[(i + step) % n].group != examples[i].group:
+            return examples[(i + step) % n].positive
+    return examples[(i + 1) % n].positive
 
 
 def _truncating(tokenizer: PreTrainedTokenizerBase, max_length: int):
