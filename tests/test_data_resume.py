@@ -81,3 +81,12 @@ def test_state_dict_round_trip_through_a_fresh_datamodule():
     other.load_state_dict({"epoch": 0, "consumed": 4, "seed": 0, "global_batch": 8})
     other.setup("fit")
     assert [b["ids"] for b in other.train_dataloader()] == full[4:]
+
+
+def test_resume_with_another_global_batch_warns_and_skips_the_same_number_of_records():
+    dm = FRetDataModule(TINY_FRET, tokenizer=TOKENIZER, batch_size=8, query_max_length=8, doc_max_length=8)
+    dm.load_state_dict({"epoch": 0, "consumed": 2, "seed": 0, "global_batch": 16})  # 32 records were seen
+    dm.setup("fit")
+    with pytest.warns(UserWarning, match="resuming with global batch 8 / seed 0 instead of 16 / 0"):
+        loader = dm.train_dataloader()
+    assert len(list(loader)) == 96 // 8 - 32 // 8
