@@ -36,3 +36,15 @@ def test_validate_clean_folder_exits_zero(capsys):
 def test_validate_missing_path_is_an_error(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_validate_checks_the_manifest_count_and_warns_on_duplicate_ids(tmp_path):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "shard-00000.jsonl").write_text("\n".join([good(0), good(1), good(1)]) + "\n")
+    (folder / "manifest.json").write_text(json.dumps({"schema_version": 1, "records": 5}))
+    out = io.StringIO()
+    assert validate(str(folder), out) == 1
+    text = out.getvalue()
+    assert f"error: {folder}/manifest.json: says 5 records, the shards hold 3" in text
+    assert "warning: 1 ids occur more than once, e.g. '1'" in text

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from itertools import islice
 from pathlib import Path
 
-from gecko_lightning.data.schema import ReadStats, iter_records, write_manifest, write_records
+from gecko_lightning.data.schema import ReadStats, iter_records, read_manifest, write_manifest, write_records
 
 FORMATS = ("jsonl", "jsonl.gz", "parquet")
 
@@ -26,22 +27,35 @@ def validate(path: str, out=None) -> int:
     from tqdm import tqdm
 
     out = out or sys.stdout
-    stats = ReadStats()
+    stats, ids = ReadStats(), Counter()
     try:
+        manifest = read_manifest(path) if Path(path).is_dir() else {}
         records = iter_records(path, on_error="skip", stats=stats)
-        for _ in tqdm(records, desc=f"validate {path}", unit=" records", leave=False, disable=None):
-            pass
+        for record in tqdm(records, desc=f"validate {path}", unit=" records", leave=False, disable=None):
+            ids[record.id] += 1
     except (FileNotFoundError, ValueError) as e:
         print(f"{path}: {e}", file=out)
         return 1
+    problems = stats.skipped + _manifest_problems(path, manifest, stats.records + len(stats.skipped))
     print(f"{path}: {stats.records} valid records, {len(stats.skipped)} invalid", file=out)
     for title, counter in (("sources", stats.sources), ("tasks", stats.tasks)):
         print(f"  {title}:", file=out)
         for key, count in counter.most_common():
             print(f"    {count:>8}  {key}", file=out)
-    for problem in stats.skipped:
+    duplicates = {i: n for i, n in ids.items() if n > 1}
+    if duplicates:
+        print(f"  warning: {len(duplicates)} ids occur more than once, e.g. {next(iter(duplicates))!r}", file=out)
+    for problem in problems:
         print(f"  error: {problem}", file=out)
-    return 1 if stats.skipped or stats.records == 0 else 0
+    return 1 if problems or stats.records == 0 else 0
+
+
+def _manifest_problems(path: str, manifest: dict, rows: int) -> list[str]:
+    """A manifest whose record count disagrees with the shards means a lost or extra shard."""
+    expected = manifest.get("records")
+    if isinstance(expected, int) and expected != rows:
+        return [f"{path}/manifest.json: says {expected} records, the shards hold {rows}"]
+    return []
 
 
 def _convert_parser(sub) -> None:
