@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ def test_missing_tokenizer_says_how_to_set_it():
         dm.setup("fit")
 
 
-def test_on_error_skip_counts_bad_rows(tmp_path):
+def test_on_error_skip_counts_bad_rows(tmp_path, caplog):
     good = json.loads((Path(TINY_FRET) / "shard-00000.jsonl").read_text().splitlines()[0])
     lines = [json.dumps({**good, "id": f"g{i}"}) for i in range(4)]
     lines += ['{"id": "bad"', json.dumps({**good, "query": ""})]  # lines 5 and 6
@@ -44,7 +45,9 @@ def test_on_error_skip_counts_bad_rows(tmp_path):
     with pytest.raises(ValueError, match=rf"{path}:5: malformed JSON"):
         FRetDataModule(str(path), tokenizer=TOKENIZER).setup("fit")
     dm = FRetDataModule(str(path), tokenizer=TOKENIZER, batch_size=2, on_error="skip")
-    dm.setup("fit")
+    with caplog.at_level(logging.INFO):
+        dm.setup("fit")
+    assert "data source 'd': 4 records, 2 bad rows skipped" in caplog.text  # visible in the run log
     assert dm.skipped_rows == 2 and len(dm.train_dataset) == 4
     assert any(f"{path}:6: empty or non-string 'query'" in s for s in dm.read_stats["d"].skipped)
 
