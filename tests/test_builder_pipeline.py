@@ -60,6 +60,8 @@ def test_manifest_reports_what_the_issue_asks_for(built):
     assert m["llm_calls"]["generate"] == 24 and m["llm_calls"]["rerank"] == 2 * 24 * 8  # QL + RC per pair
     assert sum(m["task_distribution"].values()) == m["records"]
     assert m["prompt_versions"]["generate"].startswith("generate-v1@")
+    source = [json.loads(x) for x in (ROOT / "configs/assets/tiny_corpus/corpus.jsonl").read_text().splitlines()]
+    assert m["truncated_passages"] == sum(len(r["text"].split()) > 96 for r in source) > 0  # fret_fake's budget
 
 
 def test_rerun_of_a_finished_build_makes_no_llm_calls(built, tmp_path):
