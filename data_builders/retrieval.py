@@ -29,7 +29,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def embed(encoder, texts: list[str], cfg: RetrieveConfig, desc: str) -> np.ndarray:
+def embed(encoder, texts: list[str], cfg: RetrieveConfig) -> np.ndarray:
     """(N, D) float32, L2-normalised by the encoder."""
     emb = encoder.encode(texts, batch_size=cfg.batch_size, max_length=cfg.max_length, show_progress=True)
     return np.ascontiguousarray(emb.numpy(), dtype=np.float32)

@@ -73,8 +73,8 @@ def retrieve(ctx: Context) -> dict[str, Any]:
     corpus = read_jsonl(ctx.stage_file("corpus"))
     gens = [g for g in read_jsonl(ctx.stage_file("generate")) if g["query"] is not None]
     encoder = load_embedder(rc, seed=cfg.corpus.seed)
-    docs = embed(encoder, [rc.doc_format.format(title=r["title"] or "", text=r["text"]).strip() for r in corpus], rc, "corpus")
-    queries = embed(encoder, [rc.query_format.format(task=g["task"], query=g["query"]) for g in gens], rc, "queries")
+    docs = embed(encoder, [rc.doc_format.format(title=r["title"] or "", text=r["text"]).strip() for r in corpus], rc)
+    queries = embed(encoder, [rc.query_format.format(task=g["task"], query=g["query"]) for g in gens], rc)
     k_rt = cfg.filter.round_trip_top_k
     _, idx = search(queries, docs, max(rc.top_n, k_rt or 0), rc)
     rows, added, dropped = [], 0, 0
