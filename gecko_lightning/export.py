@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from gecko_lightning.encoder import GeckoEncoder
-from gecko_lightning.evaluation.models import ModelLoadError, load_checkpoint_encoder
+from gecko_lightning.evaluation.models import ModelLoadError, load_checkpoint_encoder, load_encoder
 from gecko_lightning.evaluation.prompts import PromptMap, format_query
 
 RESULT_NAMES = ("results.json", "eval_results.json")
@@ -76,7 +76,8 @@ def _card_results(results: dict | None) -> str:
 def model_card(name: str, encoder: GeckoEncoder, hparams: dict, dims: list[int], prompts: dict[str, str], results: dict | None) -> str:
     """README.md: how to load it, which prompts, which Matryoshka widths, how it was trained and scored."""
     dims_line = ", ".join(map(str, dims)) if dims else f"{encoder.dim} (no Matryoshka training)"
-    trunc = dims[-1] if dims else encoder.dim
+    trunc_line = (f'\nsmall = SentenceTransformer("{name}", truncate_dim={dims[-1]})   # Matryoshka: keep the first {dims[-1]} dims'
+                  if dims else "")
     prompt_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in prompts.items())
     config = yaml.safe_dump(hparams, sort_keys=False).strip() if hparams else "(not recorded: exported from a saved encoder folder)"
     return f"""---
@@ -99,9 +100,7 @@ from sentence_transformers import SentenceTransformer
 model = SentenceTransformer("{name}")
 q = model.encode(["what causes tides?"], prompt_name="question answering")   # task: question answering | query: ...
 d = model.encode(["title: Tide | text: Tides are the rise and fall of sea levels..."])
-print(model.similarity(q, d))
-
-small = SentenceTransformer("{name}", truncate_dim={trunc})   # Matryoshka: keep the first {trunc} dims
+print(model.similarity(q, d)){trunc_line}
 ```
 
 `transformers.AutoModel.from_pretrained("{name}")` loads the backbone alone (apply mean pooling{', the projection in 2_Dense' if encoder.projection is not None else ''} and L2 normalisation yourself).
@@ -135,8 +134,8 @@ def load_source(path: Path) -> tuple[GeckoEncoder, dict]:
     """(encoder, hparams) from a `gecko fit` checkpoint or a GeckoEncoder/exported folder."""
     if path.is_file():
         return load_checkpoint_encoder(path)
-    if path.is_dir():
-        return GeckoEncoder.from_pretrained(path), {}
+    if path.is_dir():  # also reads a sentence-transformers folder's max_seq_length
+        return load_encoder(str(path)), {}
     raise ModelLoadError(f"{path}: no such checkpoint file or model folder")
 
 

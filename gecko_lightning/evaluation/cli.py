@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.beir or args.sts or args.classification or args.mteb):
         print("gecko eval: nothing to evaluate; pass --beir, --sts, --classification and/or --mteb", file=sys.stderr)
         return 2
+    from gecko_lightning.evaluation.mteb_eval import MTEBDataUnavailable
+
     try:
         if args.mteb:  # fail fast on a typo before loading the model
             from gecko_lightning.evaluation.mteb_eval import resolve_tasks
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_offline(args, encoder)
         if args.mteb:
             results.update(_run_mteb(args, encoder))
-    except (EvalDataError, ModelLoadError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (EvalDataError, ModelLoadError, ValueError, FileNotFoundError, MTEBDataUnavailable) as e:
         print(f"gecko eval: error: {e}", file=sys.stderr)
         return 1
     print(format_table(results))
