@@ -162,6 +162,18 @@ def check_chunk_size(size: Any) -> int:
     return size
 
 
+def check_strategy(module: GeckoModule) -> None:
+    """DDP with find_unused_parameters=True walks the forward graph, finds no parameter in the
+    surrogate's (the forward ran without grad), marks all of them ready at once, and then fails
+    when the replay's gradients arrive ("Expected to mark a variable ready only once")."""
+    strategy = getattr(getattr(module, "_trainer", None), "strategy", None)
+    if getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
+        raise ValueError(
+            "model.grad_cache_chunk_size does not work with DDP's find_unused_parameters=True "
+            f"(strategy {type(strategy).__name__}); use --trainer.strategy=ddp: GeckoModule leaves no parameter unused"
+        )
+
+
 def grad_cache_step(module: GeckoModule, batch: dict[str, Any]) -> Tensor:
     """`GeckoModule.training_step` with a gradient cache; returns a scalar to backpropagate as usual.
 
@@ -169,6 +181,7 @@ def grad_cache_step(module: GeckoModule, batch: dict[str, Any]) -> Tensor:
     gradients equal the plain step's (with dropout, since each chunk replays its random state).
     """
     size = check_chunk_size(module.hparams.grad_cache_chunk_size)
+    check_strategy(module)
     towers = _towers(module, batch)
     embedded = {k: embed_in_chunks(module, batch[k], size) for k in towers}
     leaves = {k: emb.detach().requires_grad_() for k, (emb, _) in embedded.items()}  # (B, D) each

@@ -7,7 +7,7 @@ dropout masks as the cache's first pass; only a correct RNG restore in the repla
 import pytest
 import torch
 
-from gecko_lightning.grad_cache import check_chunk_size, grad_cache_step
+from gecko_lightning.grad_cache import check_chunk_size, check_strategy, grad_cache_step
 from gecko_lightning.module import GeckoModule
 
 B = 7
@@ -143,3 +143,16 @@ def test_grad_cache_with_activation_checkpointing(tiny_bert):
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_ddp_find_unused_parameters_is_refused(tiny_bert):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    module = make_module(tiny_bert, 3)
+    module._trainer = SimpleNamespace(strategy=DDPStrategy(find_unused_parameters=True))
+    with pytest.raises(ValueError, match=r"does not work with DDP's find_unused_parameters=True \(strategy DDPStrategy\); use --trainer.strategy=ddp"):
+        grad_cache_step(module, make_batch(module))
+    module._trainer = SimpleNamespace(strategy=DDPStrategy())
+    check_strategy(module)  # plain DDP is fine (tests/test_ddp_cpu.py trains with it)
