@@ -160,7 +160,7 @@ class GeckoSaveConfig(SaveConfigCallback):
         params["data_manifest"] = data_manifests(trainer.datamodule)
         for logger in trainer.loggers:
             logger.log_hyperparams(params)
-            if isinstance(logger, WandbLogger) and getattr(logger.experiment, "dir", None):
+            if isinstance(logger, WandbLogger) and getattr(logger, "mode", None) != "disabled" and logger.experiment.dir:
                 # The exact YAML, so `gecko fit --config gecko_config.yaml` repeats the run.
                 (Path(logger.experiment.dir) / "gecko_config.yaml").write_text(text)
 
