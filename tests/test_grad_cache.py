@@ -156,3 +156,27 @@ def test_ddp_find_unused_parameters_is_refused(tiny_bert):
         grad_cache_step(module, make_batch(module))
     module._trainer = SimpleNamespace(strategy=DDPStrategy())
     check_strategy(module)  # plain DDP is fine (tests/test_ddp_cpu.py trains with it)
+
+
+@pytest.mark.parametrize(
+    "kwargs,drop_negative",
+    [(dict(hard_negatives="all"), False), (dict(hard_negatives="none"), False), (dict(same_tower=False), False), ({}, True)],
+    ids=["all-negatives", "no-negatives", "no-same-tower", "batch-without-negative"],
+)
+def test_loss_variants_match_plain(tiny_bert, kwargs, drop_negative):
+    module = make_module(tiny_bert, 3, **kwargs)
+    batch = make_batch(module)
+    if drop_negative:
+        del batch["negative"]
+    towers = ["query", "positive"] + (["negative"] if "negative" in batch and module.hparams.hard_negatives != "none" else [])
+    torch.manual_seed(9)
+    embs = {k: chunked_with_graph(module, batch[k], 3) for k in towers}  # same order as the cache: same dropout draws
+    module.compute_loss(embs["query"], embs["positive"], embs.get("negative"), batch).backward()
+    want = grads(module)
+    module.zero_grad(set_to_none=True)
+    torch.manual_seed(9)
+    grad_cache_step(module, batch).backward()
+    got = grads(module)
+    assert want.keys() == got.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-8, msg=name)
