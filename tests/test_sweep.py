@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gecko_lightning import sweep
+from gecko_lightning import report, sweep
 from gecko_lightning.lightning_cli import normalize_argv, run_lightning_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,3 +115,7 @@ def test_two_run_offline_sweep_on_tiny(tmp_path, monkeypatch):
         saved = yaml.safe_load((tmp_path / f"run-{i:03d}" / "config.yaml").read_text())
         assert saved["model"]["hard_negatives"] == want
         assert len(list((tmp_path / f"run-{i:03d}" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    # ...and the report groups the two finished runs by the swept key.
+    assert report.main([str(tmp_path), "--by", "model.hard_negatives", "--metric", "train/loss"]) == 0
+    rows = (tmp_path / "report.md").read_text().splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| all", "| own"] and (tmp_path / "report.png").is_file()
