@@ -63,7 +63,9 @@ class GeckoEncoder(nn.Module):
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.normalize = normalize
-        self.max_length = max_length
+        # Never tokenize past the position table (tiny-bert has 128 positions, BERT 512; T5 has no table).
+        positions = getattr(backbone.config, "max_position_embeddings", None)
+        self.max_length = min(max_length, positions) if positions else max_length
         hidden = backbone.config.hidden_size if hasattr(backbone.config, "hidden_size") else backbone.config.d_model
         self.projection = nn.Linear(hidden, projection_dim) if projection_dim else None
         self.dim = projection_dim or hidden
@@ -102,7 +104,7 @@ class GeckoEncoder(nn.Module):
         if self.projection is not None:
             emb = self.projection(emb)  # (B, D)
         if self.normalize if normalize is None else normalize:
-            emb = F.normalize(emb.float(), dim=-1)
+            emb = F.normalize(emb.float() if emb.dtype in (torch.float16, torch.bfloat16) else emb, dim=-1)
         return emb
 
     def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, torch.Tensor]:

@@ -60,7 +60,7 @@ def contrastive_logits(
         logits.append((q * neg).sum(-1, keepdim=True))  # (B, 1)
     elif neg is not None and hard_negatives == "all":
         logits.append(q @ gather_with_grad(neg).T)  # (B, N)
-    if _any(same_tower):
+    if isinstance(same_tower, Tensor) or same_tower:  # a per-row tensor is masked below, with no host sync
         qq = q @ gather_with_grad(q).T  # (B, N)
         off = torch.ones_like(qq, dtype=torch.bool)
         off[torch.arange(b, device=q.device), targets] = False  # drop s(q_i, q_i)
@@ -73,10 +73,6 @@ def contrastive_logits(
 
 def _upcast(x: Tensor | None) -> Tensor | None:
     return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _any(flag: bool | Tensor) -> bool:
-    return bool(flag.any()) if isinstance(flag, Tensor) else bool(flag)
 
 
 def _mask_duplicates(qp: Tensor, pos_ids: Tensor | None, targets: Tensor, b: int) -> Tensor:

@@ -97,7 +97,8 @@ class GeckoWandbLogger(WandbLogger):
     @property
     def experiment(self):  # noqa: ANN201 - wandb's Run, imported lazily
         run = super().experiment
-        if not self._announced and self.mode == "offline" and getattr(run, "dir", None):
+        # On ranks > 0 Lightning hands back a placeholder whose `dir` is a method, not a folder.
+        if not self._announced and self.mode == "offline" and isinstance(getattr(run, "dir", None), str):
             folder = Path(run.dir).parent  # run.dir is <run folder>/files
             rank_zero_info(f"W&B is offline: the run is in {folder}; upload it later with `wandb sync {folder}`")
             self._announced = True
