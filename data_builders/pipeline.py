@@ -65,10 +65,11 @@ def run_stage(ctx: Context, stage: str) -> dict[str, Any]:
     if stage in LLM_STAGES:
         stats["llm_calls"] = ctx.counter.llm_calls[stage]
         stats["cache_hits"] = ctx.counter.cache_hits[stage]
+        # The model loads (and is probed) before the first stage runs, so wall_s excludes the load;
+        # it is reported once, with the first LLM stage of the run.
         stats["llm_load_s"] = round(ctx.llm_load_s, 3)
-        ctx.llm_load_s = 0.0  # the load is charged to the first stage that needed the model
-        calls = stats["llm_calls"]
-        stats["llm_calls_per_s"] = round(calls / max(stats["wall_s"] - stats["llm_load_s"], 1e-9), 3) if calls else 0.0
+        ctx.llm_load_s = 0.0
+        stats["llm_calls_per_s"] = round(stats["llm_calls"] / max(stats["wall_s"], 1e-9), 3)
     stats.update(prompt_versions=dict(ctx.prompt_versions), models=dict(ctx.models))
     if stage != "export":
         write_json(_stats_file(ctx, stage), stats)
