@@ -36,6 +36,7 @@ def _logged(log_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(metrics.open())]
 
 
+@pytest.mark.slow
 def test_callback_logs_per_dim_and_matches_a_fresh_compute(tmp_path, tiny_bert):
     torch.manual_seed(0)
     module = GeckoModule(str(tiny_bert), random_init=True, matryoshka_dims=[32, 16], lr=1e-3)
