@@ -140,7 +140,7 @@ class CacheConfig:
 
 @dataclass
 class BuildConfig:
-    output_dir: str = "runs/fret"
+    output_dir: str = "outputs/fret"
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
