@@ -19,7 +19,11 @@ from .pipeline import STAGES
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gecko build", description="Build training data with an LLM.")
+    p = argparse.ArgumentParser(
+        prog="gecko build",
+        description="Build training data with an LLM (docs/fret.md).",
+        epilog="Any config key can be overridden: --section.key=value, e.g. --select.positive=seed --corpus.num_seeds=50",
+    )
     p.add_argument("builder", choices=["fret"], help="what to build")
     p.add_argument("--config", help="YAML build config (see configs/data/)")
     p.add_argument("--stage", help=f"one stage or a comma-separated list of {', '.join(STAGES)} (default: all)")
