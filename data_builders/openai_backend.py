@@ -84,7 +84,7 @@ class OpenAILLM(LLM):
         context, continuation = pair
         if self.cfg.ql_method == "prompt_logprobs":  # vLLM extension
             data = self._post("/completions", {"prompt": context + continuation, "max_tokens": 1, "prompt_logprobs": 0})
-            return _mean_prompt_logprobs(data, len(context))
+            return _mean_prompt_logprobs(data, len(context) + len(continuation), len(context))
         # max_tokens=1 (some servers reject 0); the generated token lies past the prompt and is dropped
         data = self._post("/completions", {"prompt": context + continuation, "max_tokens": 1, "echo": True, "logprobs": 0})
         return _mean_echo_logprobs(data, len(context), len(context) + len(continuation))
@@ -138,18 +138,22 @@ def _mean_echo_logprobs(data: dict[str, Any], start: int, end: int) -> float:
     return sum(picked) / len(picked)
 
 
-def _mean_prompt_logprobs(data: dict[str, Any], context_chars: int) -> float:
+def _mean_prompt_logprobs(data: dict[str, Any], prompt_chars: int, context_chars: int) -> float:
+    """Mean log-prob of the prompt tokens that start at or after `context_chars` (vLLM `prompt_logprobs`).
+
+    Entry 0 is null (the first token has no log-prob); each later entry maps token id -> {logprob,
+    decoded_token}. Offsets are counted back from the end of the prompt, so the first token's text,
+    which no entry carries, is not needed.
+    """
     entries = data["choices"][0].get("prompt_logprobs")
     if not entries:
         raise BackendError("the response has no prompt_logprobs; this server is not vLLM: set llm.ql_method=echo")
-    picked, chars = [], 0
-    for entry in entries:
-        if entry is None:  # the first prompt token has no log-probability
-            continue
-        (tok,) = [v for v in entry.values() if isinstance(v, dict)][:1] or [{}]
-        if chars >= context_chars and "logprob" in tok:
+    tokens = [next(iter(e.values())) for e in entries if e]  # with prompt_logprobs=0: the prompt token only
+    offset, picked = prompt_chars - sum(len(t.get("decoded_token", "")) for t in tokens), []
+    for tok in tokens:
+        if offset >= context_chars:
             picked.append(tok["logprob"])
-        chars += len(tok.get("decoded_token", ""))
+        offset += len(tok.get("decoded_token", ""))
     if not picked:
         raise BackendError("prompt_logprobs covered no query tokens")
     return sum(picked) / len(picked)

@@ -61,6 +61,9 @@ class FakeServer:
             offsets = [sum(len(t) for t in TOKENS[:i]) for i in range(len(TOKENS))]
             choice["logprobs"] = {"tokens": TOKENS + [" ."], "token_logprobs": LOGPROBS + [-9.0],
                                   "text_offset": offsets + [len("".join(TOKENS))]}
+        elif self.logprobs and "prompt_logprobs" in body:  # vLLM: null first, then {token_id: {...}}
+            choice["prompt_logprobs"] = [None] + [{str(i): {"logprob": lp, "rank": 1, "decoded_token": t}}
+                                                  for i, (t, lp) in enumerate(zip(TOKENS[1:], LOGPROBS[1:]))]
         elif self.logprobs and body.get("logprobs"):
             choice["logprobs"] = {"top_logprobs": [{" yes": -0.25, " no": -1.5}]}
         return {"choices": [choice]}
@@ -115,6 +118,13 @@ def test_ql_is_the_mean_echo_logprob_of_the_continuation_tokens(server_factory):
     (ql,) = _llm(server).loglik(["The sky"], [" is blue"])
     assert ql == pytest.approx((-2.0 + -0.5) / 2)  # " is", " blue"; the generated " ." is dropped
     assert server.requests[0]["echo"] is True
+
+
+def test_ql_from_vllm_prompt_logprobs_matches_echo(server_factory):
+    server = server_factory()
+    (ql,) = _llm(server, ql_method="prompt_logprobs").loglik(["The sky"], [" is blue"])
+    assert ql == pytest.approx((-2.0 + -0.5) / 2)
+    assert server.requests[0]["prompt_logprobs"] == 0
 
 
 def test_rc_reads_label_top_logprobs_and_floors_missing_labels(server_factory):
