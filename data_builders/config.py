@@ -79,6 +79,8 @@ class GenerateConfig:
     """Prompt file name in `data_builders/prompts/` (or a path to a YAML prompt file)."""
     shots: int = 3
     """Few-shot examples per call, sampled per seed so no single example dominates."""
+    task_types: list[str] | None = None
+    """Sample only these task types of the prompt file (default: all of them)."""
     fallback: str = "none"
     """none | extractive. `extractive` turns an unparseable output into a sentence-lookup query cut from
     the passage; only for smoke tests with a random tiny LM."""

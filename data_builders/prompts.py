@@ -48,6 +48,13 @@ def _content(text: str) -> set[str]:
     return {w for w in words if len(w) >= 4} or set(words)
 
 
+def _repeats(text: str, n: int = 3) -> bool:
+    """True when some word n-gram occurs twice: the looping output of a small LLM."""
+    words = norm(text).split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
 def passage_text(title: str | None, text: str) -> str:
     return f"{title}. {text}" if title else text
 
@@ -59,10 +66,17 @@ def norm(text: str) -> str:
 class GenerationPrompt:
     """Builds one few-shot request per seed and parses the answer back into (task, query)."""
 
-    def __init__(self, prompt: Prompt, shots: int) -> None:
+    def __init__(self, prompt: Prompt, shots: int, task_types: list[str] | None = None) -> None:
         self.prompt, self.spec = prompt, prompt.spec
         self.shots = shots
         self.task_types: dict[str, str] = self.spec["task_types"]
+        if task_types:  # restrict the sampled types, e.g. to the target domain's tasks
+            unknown = sorted(set(task_types) - set(self.task_types))
+            if unknown:
+                raise ValueError(f"generate.task_types {unknown} are not in prompt {prompt.name!r}: {sorted(self.task_types)}")
+            self.task_types = {t: self.task_types[t] for t in task_types}
+        self.asks: dict[str, str] = self.spec.get("asks", {})
+        self.lead_ins = [re.compile(p, re.I) for p in self.spec.get("strip_prefixes", [])]
         self.examples: list[dict[str, str]] = self.spec["examples"]
         self.example_queries = {norm(e["query"]) for e in self.examples}
         self.example_words = [_content(e["query"] + " " + e["passage"]) for e in self.examples]
@@ -84,7 +98,9 @@ class GenerationPrompt:
             shots = rng.sample(self.examples, self.shots)
         rng.shuffle(shots)
         blocks = {
-            "instruction": [self.spec["instruction"].format(task_type=task_type).strip()],
+            "instruction": [self.spec["instruction"].format(
+                task_type=task_type, task_description=self.task_types[task_type], ask=self.asks.get(task_type, task_type)
+            ).strip()],
             "examples": [self.spec["example"].format(**e).strip() for e in shots],
             "target": [self.spec["target"].format(passage=passage).strip()],
         }
@@ -105,12 +121,18 @@ class GenerationPrompt:
         return any(len(words & ex) >= 0.6 * len(words) and len(words & ex) > own for ex in self.example_words)
 
     def parse(self, prefix: str, output: str, task_type: str, passage: str = "") -> tuple[str | None, str | None, str | None]:
-        """(task, query, failure reason); failures: no_query, copied_example, too_long."""
+        """(task, query, failure reason); failures: no_query, repetitive, copied_example, too_long."""
         text = prefix + output
         query = re.search(r"(?im)^\W*query\W*:[ \t]*(.+)$", text)
         if not query or not norm(query.group(1)):
             return None, None, "no_query"
         q = query.group(1).strip().strip("\"'*` ")
+        for lead_in in self.lead_ins:  # "The passage supports the claim that X" -> "X"
+            q = lead_in.sub("", q, count=1).strip().strip("\"'*` ")
+        if not norm(q):
+            return None, None, "no_query"
+        if self.spec.get("reject_repetition") and _repeats(q):
+            return None, None, "repetitive"
         if self.copies_example(q, passage):  # the tiny-LLM failure: echoing a few-shot example
             return None, None, "copied_example"
         if len(q.split()) > 64:

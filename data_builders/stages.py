@@ -32,7 +32,8 @@ def generate(ctx: Context) -> dict[str, Any]:
     write_jsonl(ctx.stage_file("corpus"), corpus)
     by_id = {r["id"]: r for r in corpus}
     seeds = sample_seeds(corpus, cfg.corpus.num_seeds, cfg.corpus.seed)
-    gp = GenerationPrompt(load_prompt(cfg.generate.prompt, ("instruction", "examples", "task_types")), cfg.generate.shots)
+    prompt = load_prompt(cfg.generate.prompt, ("instruction", "examples", "task_types"))
+    gp = GenerationPrompt(prompt, cfg.generate.shots, cfg.generate.task_types)
     ctx.prompt_versions["generate"] = gp.prompt.version
     rows, reasons = [], Counter()
     bar = tqdm(total=len(seeds), desc="generate", unit="seed")

@@ -83,3 +83,21 @@ def test_cached_batch_computes_only_misses(tmp_path):
     assert (counter.llm_calls["rerank"], counter.cache_hits["rerank"]) == (3, 2)
     cache.close()
     assert LLMCache(tmp_path / "c.sqlite").get_many(["a", "c"]) == {"a": 0, "c": 20}  # persisted
+
+
+def test_zero_shot_prompt_describes_the_task_and_cuts_lead_ins():
+    gp = GenerationPrompt(load_prompt("generate-zs-v1"), shots=0, task_types=["fact checking"])
+    req, task_type = gp.request("doc-1", TARGET, seed=0)
+    assert task_type == "fact checking"
+    assert "Given a claim, retrieve a passage that supports or refutes the claim" in req.prompt
+    assert "one short claim" in req.prompt and req.prompt.startswith("Passage: " + TARGET)
+    task, query, failure = gp.parse(req.prefix, ' "The passage supports the claim that the tower opened in 1889."', task_type, TARGET)
+    assert failure is None and query == "the tower opened in 1889."
+    assert task == "Given a claim, retrieve a passage that supports or refutes the claim"
+    _, _, failure = gp.parse(req.prefix, " what is the answer to the question what is the answer to it", task_type, TARGET)
+    assert failure == "repetitive"
+
+
+def test_unknown_task_type_restriction_is_named():
+    with pytest.raises(ValueError, match=r"generate.task_types \['poetry'\] are not in prompt 'generate-zs-v1'"):
+        GenerationPrompt(load_prompt("generate-zs-v1"), shots=0, task_types=["poetry"])
