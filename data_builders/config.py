@@ -9,12 +9,12 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
 
 
 @dataclass
@@ -209,14 +209,3 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ValueError(f"{section}.{key}={value!r} is not one of {list(allowed)}")
     return cfg
 
-
-def resolve_path(name: str) -> str:
-    """`package:<pkg>[/sub/path]` -> a folder inside an installed package (never imported); else unchanged."""
-    if not name.startswith("package:"):
-        return name
-    pkg, _, sub = name[len("package:") :].partition("/")
-    spec = importlib.util.find_spec(pkg)
-    if spec is None:
-        raise FileNotFoundError(f"{name!r}: python package {pkg!r} is not installed; pip install {pkg.replace('_', '-')}")
-    root = Path(spec.submodule_search_locations[0]) if spec.submodule_search_locations else Path(spec.origin).parent
-    return str(root / sub) if sub else str(root)

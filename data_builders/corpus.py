@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .config import CorpusConfig, resolve_path
+from gecko_lightning.paths import resolve_path
+
+from .config import CorpusConfig
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import LLMConfig, resolve_path
+from gecko_lightning.paths import resolve_path
+
+from .config import LLMConfig
 from .llm import LLM, BackendError, GenRequest
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import RetrieveConfig, resolve_path
+from gecko_lightning.paths import resolve_path
+
+from .config import RetrieveConfig
 
 
 def load_embedder(cfg: RetrieveConfig, seed: int = 0):
