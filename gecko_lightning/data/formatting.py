@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from gecko_lightning.paths import resolve_path
+
 from gecko_lightning.data.schema import Passage, Record
 
 PRESETS: dict[str, dict[str, str]] = {
@@ -123,7 +125,7 @@ def load_tokenizer(name_or_path: str | None, owner: str = "the DataModule") -> P
             f"{owner} needs a tokenizer: set `data.tokenizer` (a Hugging Face tokenizer name or folder, "
             "e.g. configs/assets/tiny-bert) or link it from `model.model_name_or_path`"
         )
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_path(name_or_path))
     if not tokenizer.is_fast:
         raise ValueError(f"tokenizer {name_or_path!r} is not a fast (Rust) tokenizer; the loader needs one for speed")
     return tokenizer
