@@ -93,3 +93,18 @@ def test_package_path_resolves_to_installed_folder(tmp_path, monkeypatch):
     assert resolve_path("bert-base-uncased") == "bert-base-uncased"
     with pytest.raises(FileNotFoundError, match="package 'no_such_pkg_x' is not installed; pip install no-such-pkg-x"):
         resolve_path("package:no_such_pkg_x/model")
+
+
+def test_package_paths_load_encoder_and_data_tokenizer(tmp_path, monkeypatch, tiny_bert):
+    """`package:` names work for the backbone and for the DataModule's tokenizer (linked from the model)."""
+    import shutil
+
+    from gecko_lightning.data.formatting import load_tokenizer
+    from gecko_lightning.encoder import GeckoEncoder
+
+    shutil.copytree(tiny_bert, tmp_path / "tiny_models_pkg" / "model")
+    (tmp_path / "tiny_models_pkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    enc = GeckoEncoder.from_pretrained("package:tiny_models_pkg/model", random_init=True)
+    tok = load_tokenizer("package:tiny_models_pkg/model")
+    assert tok.is_fast and tok.get_vocab() == enc.tokenizer.get_vocab()
