@@ -73,6 +73,8 @@ class GeckoModule(L.LightningModule):
             raise ValueError(
                 f"matryoshka dim {max(matryoshka_dims)} exceeds the embedding dimension {self.encoder.dim} of {model_name_or_path}"
             )
+        # from_pretrained leaves the backbone in eval mode; training wants its dropout on.
+        self.encoder.train()
         if gradient_checkpointing:
             self.encoder.backbone.gradient_checkpointing_enable()
         _drop_unused_pooler(self.encoder.backbone)

@@ -108,3 +108,10 @@ def test_package_paths_load_encoder_and_data_tokenizer(tmp_path, monkeypatch, ti
     enc = GeckoEncoder.from_pretrained("package:tiny_models_pkg/model", random_init=True)
     tok = load_tokenizer("package:tiny_models_pkg/model")
     assert tok.is_fast and tok.get_vocab() == enc.tokenizer.get_vocab()
+
+
+def test_encoder_trains_with_dropout(module, tmp_path):
+    """from_pretrained returns an eval-mode backbone; a module loading saved weights must train with dropout on."""
+    module.encoder.save_pretrained(tmp_path)
+    loaded = GeckoModule(str(tmp_path))
+    assert loaded.training and all(m.training for m in loaded.encoder.modules())
