@@ -51,6 +51,16 @@ def test_round_trip_transformers_and_gecko(tmp_path, tiny_bert):
     torch.testing.assert_close(again.encode(TEXTS), enc.encode(TEXTS), atol=1e-6, rtol=0)
 
 
+def test_exported_folder_loads_for_gecko_eval(tmp_path, tiny_bert):
+    """`gecko eval --model <export>` reads the folder through load_encoder, pooling check included."""
+    from gecko_lightning.evaluation.models import load_encoder
+
+    enc = _encoder(tiny_bert)
+    enc.save_pretrained(tmp_path / "src")
+    out = export(tmp_path / "src", tmp_path / "out")
+    torch.testing.assert_close(load_encoder(str(out)).encode(TEXTS), enc.encode(TEXTS), atol=1e-6, rtol=0)
+
+
 def test_folder_contents_and_card(tmp_path, tiny_bert):
     enc = _encoder(tiny_bert, projection_dim=16)
     enc.save_pretrained(tmp_path / "src")

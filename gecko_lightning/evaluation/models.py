@@ -50,7 +50,9 @@ def _sentence_transformers_max_length(folder: Path) -> int | None:
 
 def _check_pooling(folder: Path) -> None:
     pooling = folder / "1_Pooling" / "config.json"
-    if pooling.is_file() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", False):
+    # sentence-transformers < 6 writes `pooling_mode_mean_tokens: true`, 6.x writes `pooling_mode: "mean"`.
+    cfg = json.loads(pooling.read_text()) if pooling.is_file() else None
+    if cfg is not None and not (cfg.get("pooling_mode_mean_tokens") or cfg.get("pooling_mode") == "mean"):
         raise ModelLoadError(f"{pooling}: this model does not use mean pooling, which GeckoEncoder assumes")
 
 
