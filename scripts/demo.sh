@@ -34,7 +34,7 @@ gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" \
 ckpt=$(find "$OUT/fit" -name '*.ckpt' | sort | tail -n 1)
 
 step "4/5 export $ckpt and evaluate it"
-gecko export "$ckpt" "$OUT/model"
+gecko export "$ckpt" "$OUT/model" --overwrite  # a re-run replaces the previous export
 # Retrieval in the Gecko format the model was trained on; STS as the base saw it, to show nothing else broke.
 gecko eval --model "$OUT/model" --beir "$BEIR" --prompts "${FT_PROMPTS:-gecko}" --output "$OUT/finetuned.json"
 gecko eval --model "$OUT/model" --sts "$STS" --prompts none --output "$OUT/finetuned_sts.json"
