@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -24,3 +25,12 @@ def shared_data() -> Path:
 @pytest.fixture
 def tiny_bert() -> Path:
     return TINY_BERT
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny-model tests: tiny matmuls oversubscribing 2 shared cores run up to 50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

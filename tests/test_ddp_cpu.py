@@ -19,12 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B = 4  # rows per rank; tests/ddp_sgd_step.py imports this and global_batch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls on a shared 2-core machine: oversubscription costs 50x
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def no_dropout_bert(tiny_bert, tmp_path):

@@ -13,13 +13,7 @@ from gecko_lightning.module import GeckoModule
 B = 7
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls on a shared 2-core machine run 50x faster on one thread than oversubscribed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_module(tiny_bert, chunk, **kw):
