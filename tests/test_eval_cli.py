@@ -117,3 +117,20 @@ def test_eval_lightning_checkpoint_equals_encoder(tmp_path, tiny_bert):
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": L.__version__}, ckpt)
     enc = load_encoder(str(ckpt))
     torch.testing.assert_close(enc.encode(["hello world"]), module.encoder.encode(["hello world"]))
+
+
+def test_package_model_keeps_its_sentence_transformers_token_limit(model_dir, tmp_path, monkeypatch):
+    """`package:` folders are read like any folder: sentence_bert_config.json's max_seq_length, not 512."""
+    import shutil
+
+    from gecko_lightning.evaluation.models import load_encoder
+
+    folder = tmp_path / "st_models_pkg" / "model"
+    shutil.copytree(model_dir, folder)
+    (folder / "gecko_encoder.json").unlink()  # a plain sentence-transformers folder
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 24}))
+    (tmp_path / "st_models_pkg" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_encoder(str(folder)).max_length == 24
+    assert load_encoder("package:st_models_pkg/model").max_length == 24
+    assert load_encoder("package:st_models_pkg/model", max_length=8).max_length == 8

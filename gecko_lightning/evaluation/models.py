@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from gecko_lightning.encoder import GeckoEncoder
+from gecko_lightning.paths import resolve_path
 
 
 class ModelLoadError(ValueError):
@@ -61,6 +62,7 @@ def load_encoder(spec: str, max_length: int | None = None) -> GeckoEncoder:
 
     max_length: None keeps the model's own limit (sentence_bert_config.json's max_seq_length when present).
     """
+    spec = resolve_path(spec)  # `package:<pkg>/<sub>` is a local folder too
     path = Path(spec)
     if path.is_file():
         encoder, _ = load_checkpoint_encoder(path)
