@@ -1,8 +1,9 @@
-"""`gecko build fret --config configs/data/<x>.yaml [--stage S[,S...]] [--output_dir DIR] [--a.b=value ...]`
+"""`gecko build fret --config configs/data/<x>.yaml [--stage S[,S...]] [--output_dir DIR] [--force] [--a.b=value ...]`
 
 Stages: generate, retrieve, rerank, select, export (all, in that order, by default). Any config key
 can be overridden with a dotted flag, e.g. `--select.positive=seed --select.negative=none`;
 values are parsed as YAML (`--corpus.num_seeds=50`, `--filter.round_trip_top_k=null`).
+A finished build of the same config and corpus is reused as it is; `--force` runs the stages again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML build config (see configs/data/)")
     p.add_argument("--stage", help=f"one stage or a comma-separated list of {', '.join(STAGES)} (default: all)")
     p.add_argument("--output_dir", help="where stage outputs, shards and manifest.json go")
+    p.add_argument("--force", action="store_true",
+                   help="run all stages even when output_dir holds a finished build of this config (LLM calls still come from the cache)")
     return p
 
 
@@ -60,11 +63,14 @@ def main(argv: list[str]) -> int:
         if args.output_dir:
             overrides["output_dir"] = args.output_dir
         cfg = load_config(args.config, overrides)
-        stats = run(cfg, args.stage.split(",") if args.stage else None)
+        stats = run(cfg, args.stage.split(",") if args.stage else None, force=args.force)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"gecko build: error: {e}", file=sys.stderr)
         return 2
-    summary = {s: {k: v for k, v in st.items() if k in ("wall_s", "llm_calls", "cache_hits", "records", "queries")}
-               for s, st in stats.items()}
+    if all(st.get("skipped") for st in stats.values()):
+        print(f"{cfg.output_dir} already holds a finished build of this config and corpus: nothing to do "
+              f"(--force runs the stages again, answering LLM calls from the cache)", file=sys.stderr)
+    keys = ("wall_s", "llm_calls", "cache_hits", "records", "queries", "skipped")
+    summary = {s: {k: v for k, v in st.items() if k in keys} for s, st in stats.items()}
     print(json.dumps({"output_dir": cfg.output_dir, "stages": summary}, indent=2))
     return 0

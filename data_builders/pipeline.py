@@ -6,6 +6,7 @@ describes the latest run of every stage even when stages were run one at a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -13,7 +14,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gecko_lightning.data.schema import Passage, Record, dataset_files, write_manifest, write_records
+from gecko_lightning.data.schema import (
+    MANIFEST, Passage, Record, dataset_files, read_manifest, write_manifest, write_records,
+)
+from gecko_lightning.paths import resolve_path
 
 from . import stages
 from .cache import CallCounter, LLMCache
@@ -77,13 +81,59 @@ def run_stage(ctx: Context, stage: str) -> dict[str, Any]:
     return stats
 
 
-def run(cfg: BuildConfig, stage_names: list[str] | None = None) -> dict[str, Any]:
-    """Run the named stages (all by default) in pipeline order; returns {stage: stats}."""
+def corpus_fingerprint(cfg: BuildConfig) -> str | None:
+    """sha256 of the corpus file, or None for a Hub dataset (known only by its name)."""
+    path = Path(resolve_path(cfg.corpus.path))
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config as the manifest stores it, minus where the build lives (moving it changes nothing)."""
+    return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k != "output_dir"}
+
+
+def finished_build(cfg: BuildConfig) -> dict[str, Any] | None:
+    """The manifest of a complete build of exactly this config and corpus in `cfg.output_dir`, else None.
+
+    The manifest is removed before any stage runs and written last, so its presence means every
+    stage and the export finished; the shards it lists must all still be there.
+    """
+    out = Path(cfg.output_dir)
+    try:
+        manifest = read_manifest(out)
+    except (ValueError, OSError):  # unreadable or another schema version: rebuild
+        return None
+    if not manifest or _comparable(manifest.get("config", {})) != _comparable(cfg.to_dict()):
+        return None
+    if manifest.get("corpus_sha256") != corpus_fingerprint(cfg):
+        return None
+    if not manifest.get("shards") or not all((out / s).is_file() for s in manifest["shards"]):
+        return None
+    return manifest
+
+
+def run(cfg: BuildConfig, stage_names: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Run the named stages (all by default) in pipeline order; returns {stage: stats}.
+
+    A complete build of the same config and corpus is not run again unless `force` (a forced run
+    still answers every LLM call from the cache); its stats come back with `skipped: True`.
+    """
     names = stage_names or list(STAGES)
     bad = [s for s in names if s not in STAGES]
     if bad:
         raise ValueError(f"unknown stage(s) {bad}; choose from {list(STAGES)} (comma-separated for several)")
+    if stage_names is None and not force and (done := finished_build(cfg)) is not None:
+        log.info("%s holds a finished build of this config and corpus; reusing it (--force rebuilds)", cfg.output_dir)
+        return {s: {**done["stages"].get(s, {}), "skipped": True} for s in STAGES[:-1]} | {
+            "export": {"records": done["records"], "shards": len(done["shards"]), "skipped": True}}
     ctx = Context(cfg)
+    (ctx.out / MANIFEST).unlink(missing_ok=True)  # the build is incomplete until export writes it again
     try:
         if any(s in LLM_STAGES for s in names):
             ctx.llm()  # load + probe before any work, so a bad server fails at start-up
@@ -149,4 +199,5 @@ def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
         "llm_calls_per_s": {s: per_stage[s].get("llm_calls_per_s", 0.0) for s in LLM_STAGES if s in per_stage},
         "stages": per_stage,
         "config": ctx.cfg.to_dict(),
+        "corpus_sha256": corpus_fingerprint(ctx.cfg),
     }

@@ -64,13 +64,52 @@ def test_manifest_reports_what_the_issue_asks_for(built):
     assert m["truncated_passages"] == sum(len(r["text"].split()) > 96 for r in source) > 0  # fret_fake's budget
 
 
-def test_rerun_of_a_finished_build_makes_no_llm_calls(built, tmp_path):
+def test_forced_rerun_of_a_finished_build_makes_no_llm_calls(built, tmp_path):
     before = (built / "shard-00000.jsonl").read_text()
     first = read_manifest(built)
-    again = _build(built)
+    again = _build(built, "--force")
     assert again["llm_calls"] == {"generate": 0, "rerank": 0}
     assert again["cache_hits"] == first["llm_calls"]
     assert (built / "shard-00000.jsonl").read_text() == before
+
+
+def test_a_finished_build_of_the_same_config_is_reused_without_running_a_stage(built, monkeypatch, capsys):
+    manifest_before = (built / "manifest.json").read_text()
+    for stage in pipeline.STAGES[:-1]:
+        monkeypatch.setattr(pipeline.stages, stage, lambda ctx, s=stage: pytest.fail(f"stage {s} ran"))
+    monkeypatch.setattr(pipeline, "export", lambda ctx: pytest.fail("export ran"))
+    _build(built)
+    assert "already holds a finished build" in capsys.readouterr().err
+    assert (built / "manifest.json").read_text() == manifest_before
+
+
+@pytest.mark.parametrize("change", ["config", "corpus", "interrupted", "lost shard"])
+def test_a_build_is_rerun_when_config_or_corpus_changed_or_it_never_finished(built, tmp_path, change):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(built, out)
+    corpus = tmp_path / "corpus.jsonl"
+    shutil.copy(ROOT / "configs/assets/tiny_corpus/corpus.jsonl", corpus)
+    cfg = load_config(FAKE, {"output_dir": str(out), "corpus.path": str(corpus)})
+    pipeline.run(cfg, force=True)  # a finished build that knows this corpus file
+    assert pipeline.finished_build(cfg) is not None
+    if change == "config":
+        cfg = load_config(FAKE, {"output_dir": str(out), "corpus.path": str(corpus), "select.negative": "none"})
+    elif change == "corpus":
+        corpus.write_text(corpus.read_text().replace("the", "a", 1))
+    elif change == "interrupted":  # a stage started but export never wrote the manifest back
+        monkeypatch_fail = pytest.MonkeyPatch()
+        monkeypatch_fail.setattr(pipeline, "export", lambda ctx: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(cfg, force=True)
+        monkeypatch_fail.undo()
+    else:
+        (out / "shard-00000.jsonl").unlink()
+    assert pipeline.finished_build(cfg) is None
+    stats = pipeline.run(cfg)
+    assert not any(st.get("skipped") for st in stats.values())
+    assert pipeline.finished_build(cfg) is not None
 
 
 def test_reselect_uses_stored_scores_without_the_llm(built, monkeypatch):
