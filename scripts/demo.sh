@@ -20,11 +20,14 @@ step "1/5 build FRet from $BUILD_CONFIG (a finished build is reused: 0 LLM calls
 gecko build fret --config "$BUILD_CONFIG" --output_dir "$OUT/fret"
 
 step "2/5 evaluate the base model $BASE_MODEL"
-if [ -s "$OUT/base.json" ] && [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ]; then
+base_key="$BASE_MODEL $BEIR $STS"  # base.json is reused only for the same model and data
+if [ -s "$OUT/base.json" ] && [ "$(cat "$OUT/base.key" 2>/dev/null)" = "$base_key" ] \
+    && [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ]; then
   echo "reusing $OUT/base.json"
 else
   # all-MiniLM-L6-v2 was trained without prompts: its best (published) setting is the baseline.
   gecko eval --model "$BASE_MODEL" --beir "$BEIR" --sts "$STS" --prompts none --output "$OUT/base.json"
+  echo "$base_key" > "$OUT/base.key"
 fi
 
 step "3/5 fine-tune with gecko fit (seed $SEED)"

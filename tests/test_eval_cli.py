@@ -39,6 +39,7 @@ def test_offline_eval_writes_json_and_table(model_dir, tmp_path, capsys, monkeyp
     assert set(results["sts.tsv"]) == {"spearman@32", "spearman@16"}
     assert all(0 <= v <= 100 for per in results.values() for v in per.values())
     assert "ndcg_at_10@16" in capsys.readouterr().out
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "a temp file was left behind"
 
 
 def test_beir_scores_equal_a_brute_force_reference(model_dir):

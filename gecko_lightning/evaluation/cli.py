@@ -107,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_table(results))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")  # an interrupted write never leaves a half-written file
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(out)
         print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
     return 0
 
