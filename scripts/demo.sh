@@ -16,14 +16,18 @@ start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 mkdir -p "$OUT"
 
-step "1/5 build FRet from $BUILD_CONFIG (a finished build is reused: 0 LLM calls)"
+reused=()
+step "1/5 build FRet from $BUILD_CONFIG (a finished build of the same config is reused: 0 LLM calls)"
+touch "$OUT/.build_started"
 gecko build fret --config "$BUILD_CONFIG" --output_dir "$OUT/fret"
+[ "$OUT/fret/manifest.json" -nt "$OUT/.build_started" ] || reused+=("the FRet build")
 
 step "2/5 evaluate the base model $BASE_MODEL"
 base_key="$BASE_MODEL $BEIR $STS"  # base.json is reused only for the same model and data
 if [ -s "$OUT/base.json" ] && [ "$(cat "$OUT/base.key" 2>/dev/null)" = "$base_key" ] \
     && [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ]; then
   echo "reusing $OUT/base.json"
+  reused+=("the base model's scores")
 else
   # all-MiniLM-L6-v2 was trained without prompts: its best (published) setting is the baseline.
   gecko eval --model "$BASE_MODEL" --beir "$BEIR" --sts "$STS" --prompts none --output "$OUT/base.json"
@@ -44,4 +48,7 @@ gecko eval --model "$OUT/model" --sts "$STS" --prompts none --output "$OUT/finet
 
 step "5/5 before/after"
 python scripts/demo_report.py --base "$OUT/base.json" --tuned "$OUT/finetuned.json" "$OUT/finetuned_sts.json" --out "$OUT"
+if [ ${#reused[@]} -gt 0 ]; then
+  echo "reused from an earlier run: $(IFS=,; echo "${reused[*]}" | sed 's/,/, /g'); this run was training and evaluation only"
+fi
 step "done in $(( $(date +%s) - start ))s; results in $OUT/"
