@@ -5,8 +5,10 @@
 # Every step is the command a user would type. Re-running reuses the LLM cache, the FRet build and the
 # base model's scores, so a second run costs only training and evaluation.
 #
-# Override anything through the environment, e.g. your own corpus and models:
-#   BUILD_CONFIG=configs/data/my_corpus.yaml BASE_MODEL=BAAI/bge-small-en-v1.5 bash scripts/demo.sh
+# Override anything through the environment (scripts/demo_env.sh), e.g. your own corpus and models:
+#   BUILD_CONFIG=configs/data/my_corpus.yaml HF_HUB_OFFLINE=0 BASE_MODEL=BAAI/bge-small-en-v1.5 bash scripts/demo.sh
+# and pass extra flags to the build and to the fit:
+#   OUT=outputs/demo300 BUILD_ARGS="--corpus.num_seeds=300" FIT_ARGS="--trainer.max_epochs=3" bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,7 @@ mkdir -p "$OUT"
 reused=()
 step "1/5 build FRet from $BUILD_CONFIG (a finished build of the same config is reused: 0 LLM calls)"
 touch "$OUT/.build_started"
-gecko build fret --config "$BUILD_CONFIG" --output_dir "$OUT/fret"
+gecko build fret --config "$BUILD_CONFIG" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
 [ "$OUT/fret/manifest.json" -nt "$OUT/.build_started" ] || reused+=("the FRet build")
 
 step "2/5 evaluate the base model $BASE_MODEL"
@@ -37,7 +39,7 @@ fi
 step "3/5 fine-tune with gecko fit (seed $SEED)"
 rm -rf "$OUT/fit"
 gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" \
-  --data.init_args.path="$OUT/fret" --data.init_args.seed="$SEED" --trainer.default_root_dir="$OUT/fit" --seed_everything="$SEED"
+  --data.init_args.path="$OUT/fret" --data.init_args.seed="$SEED" --trainer.default_root_dir="$OUT/fit" --seed_everything="$SEED" ${FIT_ARGS:-}
 ckpt=$(find "$OUT/fit" -name '*.ckpt' | sort | tail -n 1)
 
 step "4/5 export $ckpt and evaluate it"
