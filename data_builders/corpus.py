@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from gecko_lightning.data.schema import atomic_write
 from gecko_lightning.paths import resolve_path
 
 from .config import CorpusConfig
@@ -22,18 +21,16 @@ def write_json(path: Path, obj: Any) -> None:
 
 def write_jsonl(path: Path, rows: Iterable[Any], indent: int | None = None) -> int:
     """Temp file + rename: a killed build leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+
+    def write(tmp: Path) -> None:
+        nonlocal n
+        with open(tmp, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False, indent=indent) + "\n")
                 n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
     return n
 
 

@@ -84,7 +84,7 @@ def test_a_finished_build_of_the_same_config_is_reused_without_running_a_stage(b
 
 
 @pytest.mark.parametrize("change", ["config", "corpus", "interrupted", "lost shard"])
-def test_a_build_is_rerun_when_config_or_corpus_changed_or_it_never_finished(built, tmp_path, change):
+def test_a_build_is_rerun_when_config_or_corpus_changed_or_it_never_finished(built, tmp_path, monkeypatch, change):
     import shutil
 
     out = tmp_path / "copy"
@@ -99,11 +99,10 @@ def test_a_build_is_rerun_when_config_or_corpus_changed_or_it_never_finished(bui
     elif change == "corpus":
         corpus.write_text(corpus.read_text().replace("the", "a", 1))
     elif change == "interrupted":  # a stage started but export never wrote the manifest back
-        monkeypatch_fail = pytest.MonkeyPatch()
-        monkeypatch_fail.setattr(pipeline, "export", lambda ctx: (_ for _ in ()).throw(KeyboardInterrupt))
+        monkeypatch.setattr(pipeline, "export", lambda ctx: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
             pipeline.run(cfg, force=True)
-        monkeypatch_fail.undo()
+        monkeypatch.undo()
     else:
         (out / "shard-00000.jsonl").unlink()
     assert pipeline.finished_build(cfg) is None

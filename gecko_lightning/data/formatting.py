@@ -23,9 +23,8 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from gecko_lightning.paths import resolve_path
-
 from gecko_lightning.data.schema import Passage, Record
+from gecko_lightning.paths import resolve_path
 
 PRESETS: dict[str, dict[str, str]] = {
     "gecko": {

@@ -178,7 +178,7 @@ def read_records(path: str | os.PathLike, on_error: OnError = "raise") -> tuple[
     return list(iter_records(path, on_error, stats)), stats
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -212,7 +212,7 @@ def write_records(records: Iterable[Record | dict], path: str | os.PathLike) -> 
 
     if not path.name.endswith(SHARD_SUFFIXES):
         raise ValueError(f"record file {str(path)!r} must end with one of {SHARD_SUFFIXES}")
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return len(rows)
 
 
@@ -222,7 +222,7 @@ def write_manifest(folder: str | os.PathLike, **fields: Any) -> Path:
     manifest = {"schema_version": SCHEMA_VERSION, **fields}
     manifest.setdefault("shards", [p.name for p in dataset_files(folder)])
     out = folder / MANIFEST
-    _atomic_write(out, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n"))
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n"))
     return out
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from gecko_lightning.data.schema import atomic_write
 from gecko_lightning.evaluation.loaders import EvalDataError, find_splits, load_beir, load_sts, read_labelled
 from gecko_lightning.evaluation.models import ModelLoadError, load_encoder
 from gecko_lightning.evaluation.prompts import PROMPT_STYLES, PromptMap
@@ -107,11 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_table(results))
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")  # an interrupted write never leaves a half-written file
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(out)
+        # an interrupted run leaves the previous file or none, never half of one
+        atomic_write(Path(args.output), lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
         print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
     return 0
 
