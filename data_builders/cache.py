@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .llm import BackendError, CallFailed
+
 
 def cache_key(model_id: str, prompt_version: str, kind: str, payload: Any) -> str:
     blob = json.dumps([model_id, prompt_version, kind, payload], sort_keys=True, ensure_ascii=False)
@@ -61,11 +63,12 @@ class LLMCache:
 
 
 class CallCounter:
-    """Per-stage counts of calls sent to the LLM and calls answered by the cache."""
+    """Per-stage counts of calls sent to the LLM, calls answered by the cache, and calls that failed."""
 
     def __init__(self) -> None:
         self.llm_calls: Counter = Counter()
         self.cache_hits: Counter = Counter()
+        self.llm_failures: Counter = Counter()
 
 
 def cached_batch(
@@ -74,11 +77,15 @@ def cached_batch(
     stage: str,
     keys: Sequence[str],
     compute: Callable[[list[int]], list[Any]],
+    max_failures: int | None = None,
 ) -> list[Any]:
     """Values for `keys`, computing only the misses (by index) and storing them in one transaction.
 
     Callers pass fixed batches in a fixed order, so a resumed run recomputes exactly the batches that
     had not finished, with the same batch composition: the output is identical to an uninterrupted run.
+    A value the backend could not get comes back as `CallFailed`: it is counted, never stored, and
+    the next run asks again. When every call of a batch failed, or the stage's failures pass
+    `max_failures`, the build stops here (what finished is already stored).
     """
     found = cache.get_many(keys)
     missing = [i for i, k in enumerate(keys) if k not in found]
@@ -88,7 +95,16 @@ def cached_batch(
         if len(values) != len(missing):
             raise RuntimeError(f"backend returned {len(values)} results for {len(missing)} inputs")
         counter.llm_calls[stage] += len(missing)
-        new = {keys[i]: v for i, v in zip(missing, values)}
-        cache.put_many(new)
+        new = {keys[i]: v for i, v in zip(missing, values) if not isinstance(v, CallFailed)}
+        if new:
+            cache.put_many(new)
+        failed_at = {keys[i]: v for i, v in zip(missing, values) if isinstance(v, CallFailed)}
+        failed = list(failed_at.values())
+        counter.llm_failures[stage] += len(failed)
+        if failed and (not new or (max_failures is not None and counter.llm_failures[stage] > max_failures)):
+            why = "every call of a batch failed" if not new else f"more than llm.max_failures={max_failures} calls failed"
+            raise BackendError(f"{stage}: {why}; last error: {failed[-1].error}. "
+                               f"Finished calls are cached: run the same command again to resume")
         found.update(new)
+        return [found[k] if k in found else failed_at[k] for k in keys]
     return [found[k] for k in keys]

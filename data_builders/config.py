@@ -36,16 +36,19 @@ class CorpusConfig:
 @dataclass
 class LLMConfig:
     backend: str = "transformers"
-    """transformers | openai | fake (fake is a deterministic stand-in for tests)."""
+    """transformers (in-process) | vllm (vLLM's offline engine, in-process) | openai (any
+    OpenAI-compatible server, e.g. `vllm serve`) | fake (a deterministic stand-in for tests)."""
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     """HF name, folder, `package:<python package>` (a folder shipped in a pip package) or the served model name."""
     gguf_file: str | None = None
     """GGUF file inside `model` (transformers de-quantizes it on load)."""
     tokenizer: str | None = None
-    """Tokenizer folder when it differs from `model`."""
+    """Tokenizer folder or Hub name when it differs from `model`. openai: the served model's tokenizer
+    (default: `model`, which for vLLM is the Hub name unless `--served-model-name` renamed it)."""
     random_init: bool = False
     """Build the model from its config with random weights (tiny smoke-test models only)."""
     dtype: str = "float32"
+    """transformers and vllm: float32 | bfloat16 | float16 (vllm also takes `auto`)."""
     device: str = "auto"
     chat_template: bool = True
     """Wrap generation prompts in the tokenizer's chat template when it has one."""
@@ -57,18 +60,38 @@ class LLMConfig:
     gen_batch_size: int = 8
     score_batch_size: int = 20
     """Sequences per forward pass when scoring; QL/RC of one query's N candidates fit in one or a few."""
+    tensor_parallel_size: int = 1
+    """vllm: GPUs one model is split over."""
+    gpu_memory_utilization: float = 0.9
+    """vllm: fraction of GPU memory the engine may take (weights + KV cache)."""
+    max_model_len: int | None = None
+    """vllm: context length to reserve KV cache for (default: the model's own)."""
+    enable_prefix_caching: bool = True
+    """vllm: reuse the KV cache of shared prompt prefixes (few-shot headers, a query's candidates)."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    """vllm: any other `vllm.LLM(...)` argument, e.g. {enforce_eager: true, quantization: fp8}."""
+    submit_size: int = 1024
+    """vllm/openai: prompts handed to the engine or server at once; results are cached per submission."""
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable that holds the API key (never put keys in configs)."""
-    concurrency: int = 8
+    concurrency: int = 64
+    """openai: requests in flight at once (one async client for the whole build)."""
     timeout_s: float = 60.0
     max_retries: int = 5
     backoff_s: float = 1.0
-    ql_method: str = "echo"
-    """openai: `echo` (echo+logprobs on /v1/completions) or `prompt_logprobs` (vLLM)."""
+    max_failures: int = 100
+    """openai: calls that may still fail after `max_retries` in one stage before the build stops.
+    Failed calls are not cached, counted in the manifest (`llm_failures`), and retried by a re-run."""
+    ql_method: str = "prompt_logprobs"
+    """openai: `prompt_logprobs` (vLLM) or `echo` (echo + logprobs, for servers without it). Both
+    send token ids and read the query's log-probs by position, so BOS never shifts them."""
     rc_top_logprobs: int = 20
+    """openai: top-k asked for when the server ignores `logprob_token_ids` (not vLLM); a label
+    outside the top k then scores below the k-th."""
     use_chat_endpoint: bool = False
-    """openai generation through /v1/chat/completions instead of /v1/completions."""
+    """openai generation through /v1/chat/completions (the server applies its template; vLLM's
+    `continue_final_message` prefills the answer prefix) instead of client-rendered ids on /v1/completions."""
     fake_delay_s: float = 0.0
     """fake: sleep per batch (lets tests kill a run midway)."""
 
@@ -158,7 +181,7 @@ class BuildConfig:
 
 
 CHOICES = {
-    ("llm", "backend"): ("transformers", "openai", "fake"),
+    ("llm", "backend"): ("transformers", "vllm", "openai", "fake"),
     ("llm", "ql_method"): ("echo", "prompt_logprobs"),
     ("generate", "fallback"): ("none", "extractive"),
     ("rerank", "mode"): ("separate", "joint"),

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from gecko_lightning.paths import resolve_path
 
 from .config import LLMConfig
-from .llm import LLM, BackendError, GenRequest
+from .llm import LLM, GenRequest
+from .tokens import PromptTokens, cut_at_stop
 
 
 def _device(name: str) -> torch.device:
@@ -43,16 +44,10 @@ class TransformersLLM(LLM):
         self.device = _device(cfg.device)
         self.model.to(self.device).eval()
         init = f"random-init-seed{seed}" if cfg.random_init else "pretrained"
-        self.model_id = f"transformers:{cfg.model}:{cfg.gguf_file or ''}:{init}:{cfg.dtype}"
-        self.use_chat = bool(cfg.chat_template and getattr(self.tokenizer, "chat_template", None))
+        self.prompts = PromptTokens(self.tokenizer, cfg.chat_template)
+        self.model_id = f"transformers:{cfg.model}:{cfg.gguf_file or ''}:{init}:{cfg.dtype}:tok-{self.prompts.fingerprint()}"
 
-    # ---- prompts and padding
-    def _render(self, req: GenRequest) -> str:
-        if not self.use_chat:
-            return req.prompt + req.prefix
-        messages = [{"role": "user", "content": req.prompt}]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return text + req.prefix
+    # ---- padding
 
     def _left_pad(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         """Token id lists -> left-padded input_ids, attention_mask and position_ids, each (B, T)."""
@@ -66,9 +61,6 @@ class TransformersLLM(LLM):
         batch = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def _encode(self, text: str, special: bool) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
-
     @torch.inference_mode()
     def _last_logprobs(self, rows: list[list[int]], keep: int) -> torch.Tensor:
         """Log-softmax over the vocabulary for the last `keep` positions of each row: (B, keep, V)."""
@@ -81,14 +73,11 @@ class TransformersLLM(LLM):
 
     # ---- the LLM interface
     def truncate(self, text: str, max_tokens: int) -> tuple[str, bool]:
-        ids = self._encode(text, special=False)
-        if len(ids) <= max_tokens:
-            return text, False
-        return self.tokenizer.decode(ids[:max_tokens], skip_special_tokens=True), True
+        return self.prompts.truncate(text, max_tokens)
 
     @torch.inference_mode()
     def generate(self, requests: list[GenRequest]) -> list[str]:
-        rows = [self._encode(self._render(r), special=not self.use_chat) for r in requests]
+        rows = [self.prompts.generation_ids(r) for r in requests]
         batch = self._left_pad(rows)
         batch.pop("position_ids")  # generate() derives them from the mask
         sample = self.cfg.temperature > 0
@@ -105,30 +94,16 @@ class TransformersLLM(LLM):
             **({"stop_strings": list(self.cfg.stop), "tokenizer": self.tokenizer} if self.cfg.stop else {}),
         )
         new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
-        return [self.tokenizer.decode(r, skip_special_tokens=True) for r in new]
+        return [cut_at_stop(self.prompts.decode(r.tolist()), self.cfg.stop) for r in new]
 
     def loglik(self, contexts: list[str], continuations: list[str]) -> list[float]:
         """Mean log p(continuation | context) per pair, in chunks of `score_batch_size` sequences."""
-        conts = [self._encode(c, special=False) for c in continuations]
-        if any(not c for c in conts):
-            raise BackendError(f"empty continuation among {continuations!r}: QL needs at least one query token")
-        rows = [self._encode(ctx, special=True) + c for ctx, c in zip(contexts, conts)]
-        scores: list[float] = []
-        size = self.cfg.score_batch_size
-        for start in range(0, len(rows), size):
-            chunk, cchunk = rows[start : start + size], conts[start : start + size]
-            keep = max(len(c) for c in cchunk) + 1
-            logp = self._last_logprobs(chunk, keep)  # (B, keep, V); position t predicts token t+1
-            for i, (row, c) in enumerate(zip(chunk, cchunk)):
-                targets = torch.tensor(c, device=logp.device)
-                preds = logp[i, keep - 1 - len(c) : keep - 1]  # (len(c), V)
-                scores.append(preds.gather(-1, targets[:, None]).mean().item())
-        return scores
+        return [ql for ql, _ in self.ql_rc(contexts, continuations, "", [])]
 
     def label_logprobs(self, prompts: list[str], labels: list[str]) -> list[list[float]]:
         """log p(first token of each label | prompt): (len(prompts), len(labels))."""
-        label_ids = [self._encode(label, special=False)[0] for label in labels]
-        rows = [self._encode(p, special=True) for p in prompts]
+        label_ids = self.prompts.label_ids(labels)
+        rows = [self.prompts.prompt_ids(p) for p in prompts]
         out: list[list[float]] = []
         for start in range(0, len(rows), self.cfg.score_batch_size):
             logp = self._last_logprobs(rows[start : start + self.cfg.score_batch_size], 1)[:, -1]  # (B, V)
@@ -139,19 +114,18 @@ class TransformersLLM(LLM):
         self, contexts: list[str], continuations: list[str], suffix: str, labels: list[str]
     ) -> list[tuple[float, list[float]]]:
         """QL and RC from one left-padded forward pass per chunk: rows are context + query + suffix."""
-        label_ids = [self._encode(label, special=False)[0] for label in labels]
-        suf = self._encode(suffix, special=False)
-        conts = [self._encode(c, special=False) for c in continuations]
-        rows = [self._encode(ctx, special=True) + c + suf for ctx, c in zip(contexts, conts)]
+        label_ids = self.prompts.label_ids(labels) if labels else []
+        rows = [self.prompts.scoring_row(ctx, c, suffix) for ctx, c in zip(contexts, continuations)]
         out: list[tuple[float, list[float]]] = []
         size = self.cfg.score_batch_size
         for start in range(0, len(rows), size):
-            cchunk = conts[start : start + size]
-            keep = max(len(c) for c in cchunk) + len(suf) + 1
-            logp = self._last_logprobs(rows[start : start + size], keep)  # (B, keep, V)
-            for i, c in enumerate(cchunk):
-                first = keep - 1 - len(suf) - len(c)  # the position that predicts the first query token
-                preds = logp[i, first : first + len(c)]  # (len(c), V)
-                ql = preds.gather(-1, torch.tensor(c, device=logp.device)[:, None]).mean().item()
-                out.append((ql, logp[i, -1, label_ids].tolist()))
+            chunk = rows[start : start + size]
+            keep = max(len(r.ids) - r.start for r in chunk) + 1  # every continuation and suffix token, + 1
+            logp = self._last_logprobs([r.ids for r in chunk], keep)  # (B, keep, V); position t predicts t+1
+            for i, r in enumerate(chunk):
+                first = keep - 1 - (len(r.ids) - r.start)  # the position that predicts the first query token
+                preds = logp[i, first : first + r.length]  # (length, V)
+                targets = torch.tensor(r.ids[r.start : r.start + r.length], device=logp.device)
+                ql = preds.gather(-1, targets[:, None]).mean().item()
+                out.append((ql, logp[i, -1, label_ids].tolist() if label_ids else []))
         return out

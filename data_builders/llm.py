@@ -4,7 +4,9 @@ Three operations cover FRet:
     generate(requests)                -> texts            (query generation)
     loglik(contexts, continuations)   -> mean log p(continuation tokens | context)   (QL)
     label_logprobs(prompts, labels)   -> log p(label's first token | prompt) per label (RC)
-Backends: `TransformersLLM` (hf_backend.py), `OpenAILLM` (openai_backend.py), `FakeLLM` (here).
+Backends: `TransformersLLM` (hf_backend.py), `VLLMLLM` (vllm_backend.py), `OpenAILLM`
+(openai_backend.py), `FakeLLM` (here). A backend that talks to a server may answer a call with
+`CallFailed` instead of a value; stages skip and count those, and never cache them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from .config import LLMConfig
 
 class BackendError(RuntimeError):
     """The LLM backend cannot do what the build needs; the message says what and how to fix it."""
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """One call that still failed after its retries; `error` says why."""
+
+    error: str
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,12 @@ def build_llm(cfg: LLMConfig, seed: int = 0) -> LLM:
         from .hf_backend import TransformersLLM
 
         return TransformersLLM(cfg, seed=seed)
+    if cfg.backend == "vllm":
+        from .vllm_backend import VLLMLLM
+
+        return VLLMLLM(cfg, seed=seed)
     if cfg.backend == "openai":
         from .openai_backend import OpenAILLM
 
         return OpenAILLM(cfg)
-    raise BackendError(f"llm.backend={cfg.backend!r} is not one of ['transformers', 'openai', 'fake']")
+    raise BackendError(f"llm.backend={cfg.backend!r} is not one of ['transformers', 'vllm', 'openai', 'fake']")

@@ -62,13 +62,19 @@ def _stats_file(ctx: Context, stage: str) -> Path:
     return ctx.out / "stages" / f"{stage}.stats.json"
 
 
+def _retries(ctx: Context) -> int:
+    return getattr(ctx._llm, "counts", {}).get("retries", 0) if ctx._llm is not None else 0
+
+
 def run_stage(ctx: Context, stage: str) -> dict[str, Any]:
-    start = time.perf_counter()
+    start, retries = time.perf_counter(), _retries(ctx)
     stats = export(ctx) if stage == "export" else getattr(stages, stage)(ctx)
     stats["wall_s"] = round(time.perf_counter() - start, 3)
     if stage in LLM_STAGES:
         stats["llm_calls"] = ctx.counter.llm_calls[stage]
         stats["cache_hits"] = ctx.counter.cache_hits[stage]
+        stats["llm_retries"] = _retries(ctx) - retries
+        stats["llm_failures"] = ctx.counter.llm_failures[stage]
         # The model loads (and is probed) before the first stage runs, so wall_s excludes the load;
         # it is reported once, with the first LLM stage of the run.
         stats["llm_load_s"] = round(ctx.llm_load_s, 3)
@@ -114,6 +120,8 @@ def finished_build(cfg: BuildConfig) -> dict[str, Any] | None:
     if manifest.get("corpus_sha256") != corpus_fingerprint(cfg):
         return None
     if not manifest.get("shards") or not all((out / s).is_file() for s in manifest["shards"]):
+        return None
+    if any((manifest.get("llm_failures") or {}).values()):  # some calls failed: a re-run asks them again
         return None
     return manifest
 
@@ -197,6 +205,8 @@ def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
         "llm_calls": {s: per_stage[s].get("llm_calls", 0) for s in LLM_STAGES if s in per_stage},
         "cache_hits": {s: per_stage[s].get("cache_hits", 0) for s in LLM_STAGES if s in per_stage},
         "llm_calls_per_s": {s: per_stage[s].get("llm_calls_per_s", 0.0) for s in LLM_STAGES if s in per_stage},
+        "llm_retries": {s: per_stage[s].get("llm_retries", 0) for s in LLM_STAGES if s in per_stage},
+        "llm_failures": {s: per_stage[s].get("llm_failures", 0) for s in LLM_STAGES if s in per_stage},
         "stages": per_stage,
         "config": ctx.cfg.to_dict(),
         "corpus_sha256": corpus_fingerprint(ctx.cfg),

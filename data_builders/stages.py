@@ -19,10 +19,23 @@ from tqdm.auto import tqdm
 
 from .cache import cache_key, cached_batch
 from .corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, write_jsonl
+from .llm import CallFailed
 from .prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_prompt, passage_text
 
 if TYPE_CHECKING:
     from .pipeline import Context
+
+# Engines that schedule many prompts themselves get whole submissions; in-process transformers
+# gets its own batch size, since its batch is one padded forward pass.
+SCHEDULING_BACKENDS = ("vllm", "openai")
+
+
+def _submission(ctx: Context, in_process: int) -> int:
+    return ctx.cfg.llm.submit_size if ctx.cfg.llm.backend in SCHEDULING_BACKENDS else in_process
+
+
+def _cached(ctx: Context, stage: str, keys: list[str], compute) -> list:
+    return cached_batch(ctx.cache, ctx.counter, stage, keys, compute, max_failures=ctx.cfg.llm.max_failures)
 
 
 def generate(ctx: Context) -> dict[str, Any]:
@@ -37,12 +50,13 @@ def generate(ctx: Context) -> dict[str, Any]:
     ctx.prompt_versions["generate"] = gp.prompt.version
     rows, reasons = [], Counter()
     bar = tqdm(total=len(seeds), desc="generate", unit="seed")
-    for start in range(0, len(seeds), cfg.llm.gen_batch_size):
-        batch = seeds[start : start + cfg.llm.gen_batch_size]
+    size = _submission(ctx, cfg.llm.gen_batch_size)
+    for start in range(0, len(seeds), size):
+        batch = seeds[start : start + size]
         reqs = [gp.request(s, passage_text(by_id[s]["title"], by_id[s]["text"]), cfg.corpus.seed) for s in batch]
         params = [cfg.llm.max_new_tokens, cfg.llm.temperature, cfg.llm.stop]
         keys = [cache_key(llm.model_id, gp.prompt.version, "generate", [r.prompt, r.prefix, params]) for r, _ in reqs]
-        outs = cached_batch(ctx.cache, ctx.counter, "generate", keys, lambda idx: llm.generate([reqs[i][0] for i in idx]))
+        outs = _cached(ctx, "generate", keys, lambda idx: llm.generate([reqs[i][0] for i in idx]))
         for seed_id, (req, task_type), out in zip(batch, reqs, outs):
             rows.append(_parsed_row(gp, seed_id, req.prefix, out, task_type, by_id[seed_id], ctx, reasons))
         bar.update(len(batch))
@@ -57,6 +71,10 @@ def generate(ctx: Context) -> dict[str, Any]:
 
 
 def _parsed_row(gp, seed_id, prefix, out, task_type, passage, ctx, reasons) -> dict[str, Any]:
+    if isinstance(out, CallFailed):  # not cached: the next run asks again
+        reasons["llm_error"] += 1
+        return {"seed_id": seed_id, "task_type": task_type, "task": None, "query": None,
+                "raw": None, "failure": "llm_error", "fallback": False}
     task, query, failure = gp.parse(prefix, out, task_type, passage["text"])
     fallback = False
     if failure:
@@ -119,43 +137,54 @@ def rerank(ctx: Context) -> dict[str, Any]:
         ql = load_prompt(cfg.rerank.ql_prompt, ("context", "continuation"))
         rc = load_prompt(cfg.rerank.rc_prompt, ("prompt", "labels"))
         ctx.prompt_versions.update(ql=ql.version, rc=rc.version)
-    out = []
-    for row in tqdm(rows, desc="rerank", unit="query"):
-        passages = [passage_text(by_id[c]["title"], by_id[c]["text"]) for c in row["candidates"]]
+    # All pairs of a chunk of queries go to the backend at once (one query at a time in-process).
+    per_chunk = max(1, _submission(ctx, 0) // max(1, cfg.retrieve.top_n)) if cfg.llm.backend in SCHEDULING_BACKENDS else 1
+    out, failed = [], 0
+    bar = tqdm(total=len(rows), desc="rerank", unit="query")
+    for start in range(0, len(rows), per_chunk):
+        chunk = rows[start : start + per_chunk]
+        pairs = [(row, passage_text(by_id[c]["title"], by_id[c]["text"])) for row in chunk for c in row["candidates"]]
         if cfg.rerank.mode == "joint":
-            ql_scores, rc_scores = _joint_scores(ctx, llm, joint, row, passages)
+            scores = _joint_scores(ctx, llm, joint, pairs)
         else:
-            ql_scores = _ql_scores(ctx, llm, ql, row, passages)
-            rc_scores = _rc_scores(ctx, llm, rc, row, passages)
-        out.append({**row, "candidates": _fuse(row["candidates"], ql_scores, rc_scores)})
+            scores = [(q, r) for q, r in zip(_ql_scores(ctx, llm, ql, pairs), _rc_scores(ctx, llm, rc, pairs))]
+        at = 0
+        for row in chunk:
+            mine, at = scores[at : at + len(row["candidates"])], at + len(row["candidates"])
+            if any(isinstance(v, CallFailed) for pair in mine for v in pair):
+                failed += 1  # dropped from this build, counted; a re-run scores it again
+                continue
+            out.append({**row, "candidates": _fuse(row["candidates"], [q for q, _ in mine], [r for _, r in mine])})
+        bar.update(len(chunk))
+    bar.close()
     write_jsonl(ctx.stage_file("rerank"), out)
-    pairs = sum(len(r["candidates"]) for r in rows)
-    return {"queries": len(out), "scored_pairs": pairs}
+    scored = sum(len(r["candidates"]) for r in out)
+    return {"queries": len(out), "scored_pairs": scored, "queries_failed": failed}
 
 
-def _ql_scores(ctx, llm, prompt, row, passages) -> list[float]:
-    contexts = [prompt.spec["context"].format(passage=p, task=row["task"]) for p in passages]
-    cont = prompt.spec["continuation"].format(query=row["query"], task=row["task"])
-    keys = [cache_key(llm.model_id, prompt.version, "ql", [c, cont]) for c in contexts]
-    return cached_batch(ctx.cache, ctx.counter, "rerank", keys, lambda idx: llm.loglik([contexts[i] for i in idx], [cont] * len(idx)))
+def _ql_scores(ctx, llm, prompt, pairs) -> list:
+    contexts = [prompt.spec["context"].format(passage=p, task=row["task"]) for row, p in pairs]
+    conts = [prompt.spec["continuation"].format(query=row["query"], task=row["task"]) for row, _ in pairs]
+    keys = [cache_key(llm.model_id, prompt.version, "ql", [c, q]) for c, q in zip(contexts, conts)]
+    return _cached(ctx, "rerank", keys, lambda idx: llm.loglik([contexts[i] for i in idx], [conts[i] for i in idx]))
 
 
-def _rc_scores(ctx, llm, prompt, row, passages) -> list[float]:
+def _rc_scores(ctx, llm, prompt, pairs) -> list:
     labels = list(prompt.spec["labels"])
-    prompts = [prompt.spec["prompt"].format(passage=p, task=row["task"], query=row["query"]) for p in passages]
+    prompts = [prompt.spec["prompt"].format(passage=p, task=row["task"], query=row["query"]) for row, p in pairs]
     keys = [cache_key(llm.model_id, prompt.version, "rc", [p, labels]) for p in prompts]
-    logps = cached_batch(ctx.cache, ctx.counter, "rerank", keys, lambda idx: llm.label_logprobs([prompts[i] for i in idx], labels))
-    return [_logsumexp(lp) for lp in logps]
+    logps = _cached(ctx, "rerank", keys, lambda idx: llm.label_logprobs([prompts[i] for i in idx], labels))
+    return [lp if isinstance(lp, CallFailed) else _logsumexp(lp) for lp in logps]
 
 
-def _joint_scores(ctx, llm, prompt, row, passages) -> tuple[list[float], list[float]]:
+def _joint_scores(ctx, llm, prompt, pairs) -> list:
     spec, labels = prompt.spec, list(prompt.spec["labels"])
-    contexts = [spec["context"].format(passage=p, task=row["task"]) for p in passages]
-    cont = spec["continuation"].format(query=row["query"], task=row["task"])
-    keys = [cache_key(llm.model_id, prompt.version, "qlrc", [c, cont, spec["suffix"], labels]) for c in contexts]
-    pairs = cached_batch(ctx.cache, ctx.counter, "rerank", keys,
-                         lambda idx: llm.ql_rc([contexts[i] for i in idx], [cont] * len(idx), spec["suffix"], labels))
-    return [p[0] for p in pairs], [_logsumexp(p[1]) for p in pairs]
+    contexts = [spec["context"].format(passage=p, task=row["task"]) for row, p in pairs]
+    conts = [spec["continuation"].format(query=row["query"], task=row["task"]) for row, _ in pairs]
+    keys = [cache_key(llm.model_id, prompt.version, "qlrc", [c, q, spec["suffix"], labels]) for c, q in zip(contexts, conts)]
+    got = _cached(ctx, "rerank", keys, lambda idx: llm.ql_rc([contexts[i] for i in idx], [conts[i] for i in idx],
+                                                            spec["suffix"], labels))
+    return [(g, g) if isinstance(g, CallFailed) else (g[0], _logsumexp(g[1])) for g in got]
 
 
 def _fuse(ids: list[str], ql: list[float], rc: list[float]) -> list[dict[str, Any]]:
