@@ -48,3 +48,23 @@ def test_validate_checks_the_manifest_count_and_warns_on_duplicate_ids(tmp_path)
     text = out.getvalue()
     assert f"error: {folder}/manifest.json: says 5 records, the shards hold 3" in text
     assert "warning: 1 ids occur more than once, e.g. '1'" in text
+
+
+def test_validate_names_an_empty_file(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    out = io.StringIO()
+    assert validate(str(path), out) == 1
+    assert f"error: {path}: holds no records; check that the build or conversion that wrote it finished" in out.getvalue()
+
+
+def test_validate_goes_on_past_a_line_that_is_not_utf8(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"\n".join([good(0).encode(), good(1).encode().replace(b'"q"', b'"q\xe9"'), good(2).encode()]) + b"\n")
+    column = path.read_bytes().split(b"\n")[1].index(b"\xe9") + 1  # reference: find the byte ourselves
+    offset = path.read_bytes().index(b"\xe9")
+    out = io.StringIO()
+    assert validate(str(path), out) == 1
+    text = out.getvalue()
+    assert f"{path}: 2 valid records, 1 invalid" in text
+    assert f"error: {path}:2: byte 0xe9 at column {column} is not UTF-8 (file offset {offset})" in text

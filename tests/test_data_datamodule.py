@@ -49,7 +49,19 @@ def test_on_error_skip_counts_bad_rows(tmp_path, caplog):
         dm.setup("fit")
     assert "data source 'd': 4 records, 2 bad rows skipped" in caplog.text  # visible in the run log
     assert dm.skipped_rows == 2 and len(dm.train_dataset) == 4
-    assert any(f"{path}:6: empty or non-string 'query'" in s for s in dm.read_stats["d"].skipped)
+    assert any(f"{path}:6: 'query' must be a non-empty string, got \"\"" in s for s in dm.read_stats["d"].skipped)
+
+
+def test_on_error_skip_skips_a_line_that_is_not_utf8(tmp_path):
+    lines = (Path(TINY_FRET) / "shard-00000.jsonl").read_bytes().splitlines(keepends=True)
+    bad = lines[2].replace(b'"query": "', b'"query": "\xff', 1)  # one latin-1 byte on line 3
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"".join(lines[:2] + [bad] + lines[3:]))
+    dm = FRetDataModule(str(path), tokenizer=TOKENIZER, batch_size=8, on_error="skip")
+    dm.setup("fit")
+    assert len(dm.train_dataset) == len(lines) - 1
+    (skipped,) = dm.read_stats["d"].skipped
+    assert skipped.startswith(f"{path}:3: byte 0xff at column ")
 
 
 class _Tiny(LightningModule):

@@ -37,6 +37,8 @@ def validate(path: str, out=None) -> int:
         print(f"{path}: {e}", file=out)
         return 1
     problems = stats.skipped + _manifest_problems(path, manifest, stats.records + len(stats.skipped))
+    if not stats.records and not problems:
+        problems.append(f"{path}: holds no records; check that the build or conversion that wrote it finished")
     print(f"{path}: {stats.records} valid records, {len(stats.skipped)} invalid", file=out)
     for title, counter in (("sources", stats.sources), ("tasks", stats.tasks)):
         print(f"  {title}:", file=out)

@@ -10,16 +10,21 @@ On disk a dataset is either a single file or a folder of shards plus `manifest.j
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import json
 import logging
 import os
+import re
 import tempfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
+
+from gecko_lightning.errors import MissingPathError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +32,12 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 OnError = Literal["raise", "skip"]
+FIELDS = ("id", "source", "task", "query", "positive", "negative", "symmetric", "meta")
+REQUIRED = ("id", "source", "task", "query", "positive")
+PASSAGE_FIELDS = ("text", "title")
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError):
     """A record that breaks the schema; the message starts with `file:line`."""
 
 
@@ -55,33 +63,50 @@ class Record:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "<record>") -> Record:
-        """Validate a parsed JSON object; raise `SchemaError` naming `where` on any problem."""
+        """Validate a parsed JSON object; raise `SchemaError` naming `where` on any problem.
+
+        Nothing is coerced: each field must already have its type, and an unknown key is an
+        error (a misspelt 'qeury' would otherwise train on nothing); extras belong under `meta`.
+        """
         if not isinstance(d, dict):
-            raise SchemaError(f"{where}: expected a JSON object, got {type(d).__name__}")
-        missing = [k for k in ("id", "source", "task", "query", "positive") if k not in d]
+            raise SchemaError(f"{where}: expected a JSON object, got {_show(d)}")
+        _check_keys(d, FIELDS, where)
+        missing = [k for k in REQUIRED if k not in d]
         if missing:
             raise SchemaError(f"{where}: missing field(s) {missing}")
+        for key in ("id", "query"):
+            if not isinstance(d[key], str) or not d[key].strip():
+                raise SchemaError(f"{where}: '{key}' must be a non-empty string, got {_show(d[key])}")
         for key in ("source", "task"):
             if not isinstance(d[key], str):
-                raise SchemaError(f"{where}: field '{key}' must be a string, got {d[key]!r}")
-        if not isinstance(d["query"], str) or not d["query"].strip():
-            raise SchemaError(f"{where}: empty or non-string 'query'")
+                raise SchemaError(f"{where}: '{key}' must be a string, got {_show(d[key])}")
         positive = _passage(d["positive"], "positive", where)
         if positive is None:
             raise SchemaError(f"{where}: 'positive' must not be null")
-        meta = d.get("meta") or {}
-        if not isinstance(meta, dict):
-            raise SchemaError(f"{where}: 'meta' must be an object, got {type(meta).__name__}")
+        symmetric = d.get("symmetric", False)
+        if not isinstance(symmetric, bool):
+            raise SchemaError(f"{where}: 'symmetric' must be true or false, got {_show(symmetric)}")
+        meta = d.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise SchemaError(f"{where}: 'meta' must be an object or null, got {_show(meta)}")
         return cls(
-            id=str(d["id"]),
-            source=d["source"],
-            task=d["task"],
-            query=d["query"],
-            positive=positive,
-            negative=_passage(d.get("negative"), "negative", where),
-            symmetric=bool(d.get("symmetric", False)),
-            meta=meta,
+            id=d["id"], source=d["source"], task=d["task"], query=d["query"], positive=positive,
+            negative=_passage(d.get("negative"), "negative", where), symmetric=symmetric, meta=meta or {},
         )
+
+
+def _show(value: Any) -> str:
+    """A value as it looks in the JSON file, cut short."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_keys(d: dict, allowed: tuple[str, ...], where: str, prefix: str = "") -> None:
+    for key in d:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise SchemaError(f"{where}: unknown field '{prefix}{key}'{hint}; extra fields belong under 'meta'")
 
 
 def _passage(p: Any, name: str, where: str) -> Passage | None:
@@ -90,14 +115,83 @@ def _passage(p: Any, name: str, where: str) -> Passage | None:
     if isinstance(p, str):  # a bare string is a passage without title
         p = {"text": p}
     if not isinstance(p, dict):
-        raise SchemaError(f"{where}: '{name}' must be an object with 'text', got {type(p).__name__}")
+        raise SchemaError(f"{where}: '{name}' must be an object with 'text', got {_show(p)}")
+    _check_keys(p, PASSAGE_FIELDS, where, prefix=f"{name}.")
     text = p.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise SchemaError(f"{where}: empty or missing '{name}.text'")
+        raise SchemaError(f"{where}: '{name}.text' must be a non-empty string, got {_show(text)}")
     title = p.get("title")
     if title is not None and not isinstance(title, str):
-        raise SchemaError(f"{where}: '{name}.title' must be a string or null, got {title!r}")
+        raise SchemaError(f"{where}: '{name}.title' must be a string or null, got {_show(title)}")
     return Passage(text=text, title=title or None)
+
+
+class _NotJSON(Exception):
+    """Raised inside json.loads by the strict hooks below."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON number; write a finite number or null")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) < len(pairs):
+        seen = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _NotJSON(f"key {repeated!r} appears twice in one object")
+    return d
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def parse_json_line(text: str, where: str) -> Any:
+    """Strict JSON of one line: NaN/Infinity, a repeated key or a lone surrogate is a `SchemaError` at `where`.
+
+    Python's json accepts all three, and each would silently become a wrong value downstream.
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        # e.msg may end in "at" ("Unterminated string starting at"): say the column once.
+        raise SchemaError(f"{where}: malformed JSON ({e.msg.removesuffix(' at')} at column {e.colno})") from None
+    except _NotJSON as e:
+        raise SchemaError(f"{where}: malformed JSON ({e})") from None
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise SchemaError(f"{where}: malformed JSON (a \\u escape makes a lone surrogate, which is not text)") from None
+    return value
+
+
+def decode_lines(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, str | SchemaError]]:
+    """(line number, text without its line end) of each line of a binary stream, or a `SchemaError` for
+    a line that is not UTF-8.
+
+    Decoding line by line names the real line and byte (a text-mode reader reports a position in its
+    read buffer) and lets the lines after a bad one still be read. A gzip stream that breaks off ends
+    with one error for the line where it broke.
+    """
+    n, offset = 0, 0
+    while True:
+        try:
+            raw = stream.readline()
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            yield n + 1, SchemaError(f"{path}:{n + 1}: the gzip data is cut short or corrupt ({e}); the rest of the file is unreadable")
+            return
+        if not raw:
+            return
+        n += 1
+        try:
+            yield n, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError as e:
+            yield n, SchemaError(
+                f"{path}:{n}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8 "
+                f"(file offset {offset + e.start}); save the file as UTF-8"
+            )
+        offset += len(raw)
 
 
 @dataclass
@@ -114,34 +208,50 @@ def dataset_files(path: str | os.PathLike) -> list[Path]:
     """The shard files of a dataset: the file itself, or the sorted shards of a folder."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"dataset path {str(path)!r} does not exist")
+        raise MissingPathError(
+            f"dataset path {str(path)!r} does not exist; fix the path, or build/convert the data first"
+        )
     if path.is_file():
         return [path]
     files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(SHARD_SUFFIXES))
     if not files:
-        raise FileNotFoundError(f"no record shards ({', '.join(SHARD_SUFFIXES)}) in folder {str(path)!r}")
+        raise MissingPathError(f"no record shards ({', '.join(SHARD_SUFFIXES)}) in folder {str(path)!r}")
     return files
 
 
 def _raw_rows(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object or SchemaError) for one shard."""
     if path.name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
-            if isinstance(row.get("meta"), str):  # written as JSON text, see write_records
-                row["meta"] = json.loads(row["meta"])
-            yield i, row
+        yield from _parquet_rows(path)
         return
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    with opener(path, "rb") as f:
+        for i, line in decode_lines(path, f):
+            if isinstance(line, str) and line.strip():
+                try:
+                    line = parse_json_line(line, f"{path}:{i}")
+                except SchemaError as e:
+                    line = e
+            if not isinstance(line, str):
+                yield i, line
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise SchemaError(f"{path}: not a readable parquet file ({e}); write it again") from None
+    for i, row in enumerate(rows, start=1):
+        if isinstance(row.get("meta"), str):  # written as JSON text, see write_records
             try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                yield i, SchemaError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})")
+                row["meta"] = parse_json_line(row["meta"], f"{path}:{i}: meta")
+            except SchemaError as e:
+                yield i, e
+                continue
+        yield i, row
 
 
 def iter_records(
@@ -194,7 +304,10 @@ def atomic_write(path: Path, write) -> None:
 def write_records(records: Iterable[Record | dict], path: str | os.PathLike) -> int:
     """Write one shard atomically; the format follows the suffix. Returns the count written."""
     path = Path(path)
-    rows = [r.to_dict() if isinstance(r, Record) else Record.from_dict(r).to_dict() for r in records]
+    # Records are checked like dicts: a writer must never produce what the reader rejects.
+    rows = [Record.from_dict(r.to_dict() if isinstance(r, Record) else r, f"{path}: record #{k}").to_dict()
+            for k, r in enumerate(records, start=1)]
+    lines = [_json_text(r, f"{path}: record {r['id']!r}") for r in rows]
 
     def write(tmp: Path) -> None:
         if path.name.endswith(".parquet"):
@@ -202,18 +315,24 @@ def write_records(records: Iterable[Record | dict], path: str | os.PathLike) -> 
             import pyarrow.parquet as pq
 
             for r in rows:  # parquet needs one type per column: store meta as JSON text
-                r["meta"] = json.dumps(r["meta"])
+                r["meta"] = _json_text(r["meta"], f"{path}: record {r['id']!r}")
             pq.write_table(pa.Table.from_pylist(rows), tmp)
             return
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(tmp, "wt", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.writelines(line + "\n" for line in lines)
 
     if not path.name.endswith(SHARD_SUFFIXES):
         raise ValueError(f"record file {str(path)!r} must end with one of {SHARD_SUFFIXES}")
     atomic_write(path, write)
     return len(rows)
+
+
+def _json_text(value: Any, where: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except ValueError as e:  # NaN or Infinity somewhere in meta
+        raise SchemaError(f"{where}: {e}; store a finite number or null") from None
 
 
 def write_manifest(folder: str | os.PathLike, **fields: Any) -> Path:
@@ -231,8 +350,11 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return {}
-    manifest = json.loads(path.read_text())
-    version = manifest.get("schema_version")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SchemaError(f"{path}: not a readable manifest ({e}); restore it or build the data again") from None
+    version = manifest.get("schema_version") if isinstance(manifest, dict) else None
     if version != SCHEMA_VERSION:
         raise SchemaError(f"{path}: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
     return manifest
