@@ -118,6 +118,21 @@ def test_malformed_json_message_says_at_once(tmp_path):
     assert str(e.value) == f"{path}:1: malformed JSON (Unterminated string starting at column 8)"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_shards_and_manifest_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_records([Record.from_dict(GOOD)], tmp_path / "shard-00000.jsonl")
+        write_manifest(tmp_path, records=1)
+        (tmp_path / "plain.txt").write_text("")  # the reference: a file that open() creates under this umask
+    finally:
+        os.umask(old)
+    expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+    assert expected == 0o666 & ~umask
+    for name in ("shard-00000.jsonl", "manifest.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
 def test_the_shipped_record_sets_still_read():
     assets = TINY_FRET.parent
     for folder in ("tiny_fret", "tiny_snli", "tiny_banking77"):
