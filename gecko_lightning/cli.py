@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from gecko_lightning.errors import exit_on_user_error
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 SUBCOMMANDS = {
     "data": "gecko_lightning.data.cli:main",
@@ -32,14 +34,16 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE)
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
-    if command in LIGHTNING_COMMANDS:
-        from gecko_lightning.lightning_cli import run_lightning_cli
-
-        run_lightning_cli(argv)
-        return
-    if command not in SUBCOMMANDS:
+    if command not in LIGHTNING_COMMANDS and command not in SUBCOMMANDS:
         print(f"gecko: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         sys.exit(2)
-    module, func = SUBCOMMANDS[command].split(":")
-    code = getattr(importlib.import_module(module), func)(rest)
+    # A user error anywhere below is one line on stderr and exit code 2 (GECKO_DEBUG=1: the traceback).
+    with exit_on_user_error(f"gecko {command}"):
+        if command in LIGHTNING_COMMANDS:
+            from gecko_lightning.lightning_cli import run_lightning_cli
+
+            run_lightning_cli(argv)
+            return
+        module, func = SUBCOMMANDS[command].split(":")
+        code = getattr(importlib.import_module(module), func)(rest)
     sys.exit(code or 0)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from gecko_lightning.paths import resolve_path
+from gecko_lightning.paths import local_model_path, resolve_path
 
 GECKO_CONFIG = "gecko_encoder.json"
 PROJECTION_WEIGHTS = "projection.pt"
@@ -83,8 +83,8 @@ class GeckoEncoder(nn.Module):
         **hf_kwargs,
     ) -> GeckoEncoder:
         """Load a Hub name, a local folder or `package:<pkg>/<sub>`; a `save_pretrained` folder restores the projection."""
-        name_or_path = resolve_path(str(name_or_path))
-        tokenizer = resolve_path(tokenizer) if tokenizer else None
+        name_or_path = local_model_path(resolve_path(str(name_or_path)))
+        tokenizer = local_model_path(resolve_path(tokenizer), "tokenizer") if tokenizer else None
         saved = Path(name_or_path) / GECKO_CONFIG
         if saved.is_file():
             cfg = json.loads(saved.read_text())

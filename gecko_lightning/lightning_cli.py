@@ -13,6 +13,7 @@ import sys
 from lightning import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from gecko_lightning.errors import exit_on_user_error
 from gecko_lightning.module import GeckoModule
 from gecko_lightning.tracking import GeckoSaveConfig, Throughput
 
@@ -67,16 +68,21 @@ class GeckoCLI(LightningCLI):
 
 
 def run_lightning_cli(argv: list[str]) -> GeckoCLI:
+    """Run LightningCLI on `argv`; a user error raised in an __init__ or in fit (which jsonargparse
+    may wrap) ends as one line and exit code 2, see `gecko_lightning.errors`."""
     args = normalize_argv(argv)
-    # LightningCLI warns when given args while sys.argv also holds them (the console-script case).
-    args = None if args == sys.argv[1:] else args
-    return GeckoCLI(
-        GeckoModule,
-        LightningDataModule,
-        subclass_mode_data=True,
-        args=args,
-        save_config_callback=GeckoSaveConfig,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"logger": {"class_path": WANDB_LOGGER}, "callbacks": [Throughput()]},
-        parser_kwargs={"parser_mode": "omegaconf", "allow_abbrev": False},
-    )
+    # LightningCLI warns when given args while sys.argv also holds them (the console-script case):
+    # there, hand it the normalised order through sys.argv instead.
+    if argv == sys.argv[1:]:
+        sys.argv[1:], args = args, None
+    with exit_on_user_error(f"gecko {argv[0] if argv else 'fit'}"):
+        return GeckoCLI(
+            GeckoModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            args=args,
+            save_config_callback=GeckoSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"logger": {"class_path": WANDB_LOGGER}, "callbacks": [Throughput()]},
+            parser_kwargs={"parser_mode": "omegaconf", "allow_abbrev": False},
+        )

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from gecko_lightning.encoder import GeckoEncoder
+from gecko_lightning.errors import UserError
 from gecko_lightning.losses import HARD_NEGATIVES, contrastive_loss, in_batch_accuracy, matryoshka_loss
 
 Batch = dict[str, Any]
@@ -60,18 +61,19 @@ class GeckoModule(L.LightningModule):
         """
         super().__init__()
         if not temperature > 0:
-            raise ValueError(f"model.temperature must be > 0, got {temperature}; the paper's default is 0.05")
+            raise UserError(f"model.temperature must be > 0, got {temperature}; the paper's default is 0.05")
         if hard_negatives not in HARD_NEGATIVES:
-            raise ValueError(f"model.hard_negatives must be one of {HARD_NEGATIVES}, got {hard_negatives!r}")
+            raise UserError(f"model.hard_negatives must be one of {HARD_NEGATIVES}, got {hard_negatives!r}")
         if matryoshka_weights is not None and (matryoshka_dims is None or len(matryoshka_weights) != len(matryoshka_dims)):
-            raise ValueError(f"matryoshka_weights {matryoshka_weights} need one weight per matryoshka_dims entry ({matryoshka_dims})")
+            raise UserError(f"model.matryoshka_weights {matryoshka_weights} need one weight per matryoshka_dims entry ({matryoshka_dims})")
         self.save_hyperparameters()
         self.encoder = GeckoEncoder.from_pretrained(
             model_name_or_path, random_init=random_init, tokenizer=tokenizer, projection_dim=projection_dim, max_length=max_length
         )
         if matryoshka_dims is not None and max(matryoshka_dims) > self.encoder.dim:
-            raise ValueError(
-                f"matryoshka dim {max(matryoshka_dims)} exceeds the embedding dimension {self.encoder.dim} of {model_name_or_path}"
+            raise UserError(
+                f"matryoshka dim {max(matryoshka_dims)} exceeds the embedding dimension {self.encoder.dim} of "
+                f"{model_name_or_path}; set model.matryoshka_dims to sizes <= {self.encoder.dim}"
             )
         # from_pretrained leaves the backbone in eval mode; training wants its dropout on.
         self.encoder.train()
@@ -149,7 +151,7 @@ class GeckoModule(L.LightningModule):
 def lr_lambda(kind: str, warmup: int, total: int):
     """Multiplier of the peak lr at step s: linear warm-up over `warmup` steps, then decay to 0 at `total`."""
     if kind not in ("linear", "cosine", "constant"):
-        raise ValueError(f"model.scheduler must be 'linear', 'cosine' or 'constant', got {kind!r}")
+        raise UserError(f"model.scheduler must be 'linear', 'cosine' or 'constant', got {kind!r}")
 
     def f(step: int) -> float:
         if step < warmup:

@@ -1,5 +1,6 @@
 """The `gecko` command: every config parses, tiny runs end to end, bad keys are named."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,48 @@ def test_tiny_fit_end_to_end(tmp_path):
     state = torch.load(ckpts[0], map_location="cpu", weights_only=False)
     assert state["global_step"] == 12
     assert state["hyper_parameters"]["matryoshka_dims"] == [32, 16]
+
+
+USER_ERRORS = [
+    ("--model.temperature=0", "model.temperature must be > 0, got 0.0; the paper's default is 0.05"),
+    ("--model.matryoshka_dims=[64]", "matryoshka dim 64 exceeds the embedding dimension 32 of configs/assets/tiny-bert"),
+    ("--model.model_name_or_path=configs/assets/no-such-bert", "model folder 'configs/assets/no-such-bert' does not exist"),
+    ("--data.init_args.batch_size=0", "batch_size must be >= 1, got 0"),
+    ("--data.init_args.batch_size=1000", "96 records make no full global batch of 1000"),
+    ("--data.init_args.path=configs/assets/no_such_data", "dataset path 'configs/assets/no_such_data' does not exist"),
+]
+
+
+@pytest.mark.parametrize("flag, message", USER_ERRORS, ids=[f for f, _ in USER_ERRORS])
+def test_user_error_is_one_line_and_exit_2(flag, message, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("GECKO_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as e:
+        gecko(["fit", "--config", "configs/tiny.yaml", "--trainer.logger=false", "--trainer.max_steps=1", flag])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert e.value.code == 2
+    assert last.startswith("gecko fit: error: ") and message in last, err[-2000:]
+    assert "Traceback" not in err
+
+
+def test_user_error_from_a_shell_has_no_traceback_unless_gecko_debug(tmp_path):
+    cmd = [sys.executable, "-m", "gecko_lightning", "fit", "--config", "configs/tiny.yaml", "--trainer.logger=false",
+           "--model.temperature=0"]
+    env = {k: v for k, v in os.environ.items() if k != "GECKO_DEBUG"}
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert run.stderr.strip().splitlines()[-1] == (
+        "gecko fit: error: model.temperature must be > 0, got 0.0; the paper's default is 0.05"
+    )
+    debug = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**env, "GECKO_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only UserError is shortened: any other exception is a bug and raises as it is."""
+    import gecko_lightning.data.cli as data_cli
+
+    monkeypatch.setattr(data_cli, "main", lambda argv: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        gecko(["data", "validate", "x"])

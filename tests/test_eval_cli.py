@@ -83,28 +83,28 @@ def test_gecko_prompts_format_inputs():
 
 def test_missing_qrels_message(model_dir, tmp_path, capsys):
     (tmp_path / "set").mkdir()
-    assert main(["--model", str(model_dir), "--beir", str(tmp_path / "set")]) == 1
+    assert main(["--model", str(model_dir), "--beir", str(tmp_path / "set")]) == 2
     assert f"qrels file {tmp_path / 'set' / 'qrels' / 'test.tsv'} not found" in capsys.readouterr().err
 
 
 def test_non_numeric_sts_score_message(model_dir, tmp_path, capsys):
     f = tmp_path / "pairs.csv"
     f.write_text("s1,s2,score\na,b,n/a\n")
-    assert main(["--model", str(model_dir), "--sts", str(f)]) == 1
+    assert main(["--model", str(model_dir), "--sts", str(f)]) == 2
     assert "pairs.csv:2: score 'n/a' is not a number" in capsys.readouterr().err
 
 
 def test_checkpoint_without_encoder_message(tmp_path, capsys):
     ckpt = tmp_path / "bad.ckpt"
     torch.save({"state_dict": {"linear.weight": torch.zeros(1)}}, ckpt)
-    assert main(["--model", str(ckpt), "--sts", str(REPO / TINY_EVAL / "sts.tsv")]) == 1
+    assert main(["--model", str(ckpt), "--sts", str(REPO / TINY_EVAL / "sts.tsv")]) == 2
     assert "bad.ckpt holds no encoder weights" in capsys.readouterr().err
 
 
 def test_bad_dim_and_nothing_to_do(model_dir, capsys):
     assert main(["--model", str(model_dir)]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
-    assert main(["--model", str(model_dir), "--sts", str(REPO / TINY_EVAL / "sts.tsv"), "--dims", "999"]) == 1
+    assert main(["--model", str(model_dir), "--sts", str(REPO / TINY_EVAL / "sts.tsv"), "--dims", "999"]) == 2
     assert "dim 999 is outside 1..32" in capsys.readouterr().err
 
 

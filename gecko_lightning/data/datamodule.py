@@ -22,6 +22,7 @@ from gecko_lightning.data.formatting import Template, TripletCollator, load_toke
 from gecko_lightning.data.sampler import GlobalBatchSampler, source_weights
 from gecko_lightning.data.schema import OnError, ReadStats
 from gecko_lightning.data.sources import SourceConfig, TripletDataset, read_source
+from gecko_lightning.errors import UserError
 
 Sampling = Literal["proportional", "uniform", "temperature"]
 
@@ -71,9 +72,9 @@ class MixtureDataModule(LightningDataModule):
         """
         super().__init__()
         if not sources:
-            raise ValueError("MixtureDataModule needs at least one entry in `sources`")
+            raise UserError("MixtureDataModule needs at least one entry in `sources`; list the datasets to mix")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise UserError(f"batch_size must be >= 1, got {batch_size}; set data.init_args.batch_size to the rows per device")
         self.sources = [s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in sources]
         self.tokenizer_name = tokenizer
         self.batch_size, self.sampling, self.temperature = batch_size, sampling, temperature

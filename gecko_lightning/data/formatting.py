@@ -24,7 +24,8 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gecko_lightning.data.schema import Passage, Record
-from gecko_lightning.paths import resolve_path
+from gecko_lightning.errors import UserError
+from gecko_lightning.paths import local_model_path, resolve_path
 
 PRESETS: dict[str, dict[str, str]] = {
     "gecko": {
@@ -48,7 +49,7 @@ class Template:
     def from_preset(cls, name: str = "gecko", query: str | None = None, document: str | None = None) -> Template:
         """A preset with optional overrides of either side."""
         if name not in PRESETS:
-            raise ValueError(f"unknown format preset {name!r}: choose one of {sorted(PRESETS)} or pass templates")
+            raise UserError(f"unknown format preset {name!r}: choose one of {sorted(PRESETS)} or pass templates")
         preset = PRESETS[name]
         template = cls(query or preset["query"], document or preset["document"], preset["empty_title"])
         template.check()
@@ -57,7 +58,7 @@ class Template:
     def check(self) -> None:
         for side, text, fields in (("query", self.query, ("{query}",)), ("document", self.document, ("{text}",))):
             if not all(f in text for f in fields):
-                raise ValueError(f"{side} template {text!r} must contain {' and '.join(fields)}")
+                raise UserError(f"{side} template {text!r} must contain {' and '.join(fields)}")
 
     def format_query(self, task: str, query: str) -> str:
         return self.query.format(task=task, query=query).strip()
@@ -120,13 +121,13 @@ def stable_id(key: str) -> int:
 def load_tokenizer(name_or_path: str | None, owner: str = "the DataModule") -> PreTrainedTokenizerBase:
     """A fast HF tokenizer, or a clear error saying how to set one."""
     if not name_or_path:
-        raise ValueError(
+        raise UserError(
             f"{owner} needs a tokenizer: set `data.tokenizer` (a Hugging Face tokenizer name or folder, "
             "e.g. configs/assets/tiny-bert) or link it from `model.model_name_or_path`"
         )
-    tokenizer = AutoTokenizer.from_pretrained(resolve_path(name_or_path))
+    tokenizer = AutoTokenizer.from_pretrained(local_model_path(resolve_path(name_or_path), "tokenizer"))
     if not tokenizer.is_fast:
-        raise ValueError(f"tokenizer {name_or_path!r} is not a fast (Rust) tokenizer; the loader needs one for speed")
+        raise UserError(f"tokenizer {name_or_path!r} is not a fast (Rust) tokenizer; the loader needs one for speed")
     return tokenizer
 
 

@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import DistributedSampler
 
+from gecko_lightning.errors import UserError
+
 SAMPLING_MODES = ("proportional", "uniform", "temperature")
 
 
@@ -34,12 +36,12 @@ def source_weights(sizes: Sequence[int], sampling: str = "proportional", tempera
         weights = (sizes_arr > 0).astype(np.float64)
     elif sampling == "temperature":
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0 for temperature sampling, got {temperature}")
+            raise UserError(f"temperature must be > 0 for temperature sampling, got {temperature}")
         weights = sizes_arr ** (1.0 / temperature)
     else:
-        raise ValueError(f"unknown sampling {sampling!r}: choose one of {SAMPLING_MODES}")
+        raise UserError(f"unknown sampling {sampling!r}: choose one of {SAMPLING_MODES}")
     if weights.sum() <= 0:
-        raise ValueError("every source is empty: nothing to sample")
+        raise UserError("every source is empty: nothing to sample")
     return weights / weights.sum()
 
 
@@ -98,13 +100,13 @@ class GlobalBatchSampler(DistributedSampler):
         if self.homogeneous:
             small = [n for n, s, w in zip(self.names, self.sizes, self.weights) if w > 0 and s < self.global_batch]
             if small:
-                raise ValueError(
+                raise UserError(
                     f"sources {small} have fewer records than one global batch ({self.global_batch} = batch_size "
                     f"{self.batch_size} x world_size {self.world_size}): lower batch_size, drop them, or set "
                     "homogeneous_batches: false"
                 )
         if len(self.plan(0)) == 0:
-            raise ValueError(
+            raise UserError(
                 f"{sum(self.sizes)} records make no full global batch of {self.global_batch} "
                 f"(batch_size {self.batch_size} x world_size {self.world_size}): lower batch_size"
             )

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from gecko_lightning.data.formatting import Example, Template, format_record
 from gecko_lightning.data.schema import OnError, Passage, ReadStats, Record, iter_records, read_manifest
+from gecko_lightning.errors import UserError
 
 FalseNegatives = Literal["none", "unique_id", "mask"]
 # One row per record; `label` is meta.label as text (the `mask` treatment's class).
@@ -57,12 +58,12 @@ class SourceConfig:
 
     def check(self) -> None:
         if self.false_negatives not in ("none", "unique_id", "mask"):
-            raise ValueError(
+            raise UserError(
                 f"source {self.display_name()!r}: false_negatives {self.false_negatives!r} is not one of "
                 "'none', 'unique_id', 'mask'"
             )
         if self.weight is not None and self.weight < 0:
-            raise ValueError(f"source {self.display_name()!r}: weight must be >= 0, got {self.weight}")
+            raise UserError(f"source {self.display_name()!r}: weight must be >= 0, got {self.weight}")
 
 
 def read_source(config: SourceConfig, on_error: OnError = "raise") -> tuple[pa.Table, ReadStats]:
@@ -84,10 +85,10 @@ def read_source(config: SourceConfig, on_error: OnError = "raise") -> tuple[pa.T
         shown = "\n  ".join(stats.skipped[:5])
         rank_zero_warn(f"data source {name!r}: skipped {len(stats.skipped)} bad rows (on_error='skip'):\n  {shown}")
     if table.num_rows == 0:
-        raise ValueError(f"data source {name!r} ({config.path}) has no valid records")
+        raise UserError(f"data source {name!r} ({config.path}) has no valid records; run `gecko data validate {config.path}`")
     if config.false_negatives == "mask" and table.column("label").null_count:
         first = pc.index(pc.is_null(table.column("label")), True).as_py()
-        raise ValueError(
+        raise UserError(
             f"source {name!r}: false_negatives 'mask' needs meta.label on every record, record "
             f"{table.column('id')[first].as_py()!r} (#{first}) has none; convert with "
             "`gecko data convert classification` or use 'unique_id'"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from gecko_lightning.errors import UserError
 from gecko_lightning.evaluation import runner
 from gecko_lightning.evaluation.loaders import load_beir, load_sts
 from gecko_lightning.evaluation.prompts import PROMPT_STYLES, PromptMap
@@ -41,9 +42,9 @@ class RetrievalEvalCallback(L.Callback):
             prefix: metric name prefix; each Matryoshka dim d adds `...@d` (e.g. `eval/ndcg_at_10@32`).
         """
         if prompts not in PROMPT_STYLES:
-            raise ValueError(f"RetrievalEvalCallback prompts={prompts!r}: choose one of {PROMPT_STYLES}")
+            raise UserError(f"RetrievalEvalCallback prompts={prompts!r}: choose one of {PROMPT_STYLES}")
         if beir_dir is None and sts_file is None:
-            raise ValueError("RetrievalEvalCallback needs beir_dir and/or sts_file")
+            raise UserError("RetrievalEvalCallback needs beir_dir and/or sts_file")
         # Read now, on every rank: a missing file fails at startup, not after hours of training.
         self.beir = load_beir(beir_dir) if beir_dir else None
         self.sts = load_sts(sts_file) if sts_file else None

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from gecko_lightning.data.schema import atomic_write
+from gecko_lightning.errors import debug
 from gecko_lightning.evaluation.loaders import EvalDataError, find_splits, load_beir, load_sts, read_labelled
 from gecko_lightning.evaluation.models import ModelLoadError, load_encoder
 from gecko_lightning.evaluation.prompts import PROMPT_STYLES, PromptMap
@@ -104,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.mteb:
             results.update(_run_mteb(args, encoder))
     except (EvalDataError, ModelLoadError, ValueError, FileNotFoundError, MTEBDataUnavailable) as e:
-        print(f"gecko eval: error: {e}", file=sys.stderr)
-        return 1
+        if debug():
+            raise
+        print(f"gecko eval: error: {e}", file=sys.stderr)  # bad input: one line and exit 2, like every command
+        return 2
     print(format_table(results))
     if args.output:
         # an interrupted run leaves the previous file or none, never half of one
