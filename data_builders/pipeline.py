@@ -33,7 +33,8 @@ LLM_STAGES = ("generate", "rerank")
 class Context:
     """What stages share: the config, the output folder, the cache, call counts and the lazily built LLM."""
 
-    def __init__(self, cfg: BuildConfig) -> None:
+    def __init__(self, cfg: BuildConfig, llm: LLM | None = None) -> None:
+        """`llm`: an already loaded backend to use instead of building one from `cfg.llm`."""
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,9 @@ class Context:
         self.prompt_versions: dict[str, str] = {}
         self.models: dict[str, str] = {}
         self.llm_load_s = 0.0
-        self._llm: LLM | None = None
+        self._llm: LLM | None = llm
+        if llm is not None:
+            self.models["llm"] = llm.model_id
 
     def stage_file(self, name: str) -> Path:
         return self.out / "stages" / f"{name}.jsonl"
