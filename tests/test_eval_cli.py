@@ -135,3 +135,12 @@ def test_package_model_keeps_its_sentence_transformers_token_limit(model_dir, tm
     assert load_encoder(str(folder)).max_length == 24
     assert load_encoder("package:st_models_pkg/model").max_length == 24
     assert load_encoder("package:st_models_pkg/model", max_length=8).max_length == 8
+
+
+def test_a_non_finite_score_is_never_written(model_dir, tmp_path, capsys, monkeypatch):
+    """Standard JSON has no NaN: --output must not write one, and the run must not exit 0."""
+    monkeypatch.setattr(runner, "evaluate_sts", lambda *a, **k: {None: {"spearman": float("nan")}})
+    out = tmp_path / "r.json"
+    assert main(["--model", str(model_dir), "--sts", str(REPO / TINY_EVAL / "sts.tsv"), "--output", str(out)]) == 2
+    assert "sts.tsv: spearman is nan" in capsys.readouterr().err
+    assert not out.exists()

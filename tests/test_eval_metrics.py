@@ -106,3 +106,12 @@ def test_undersample_keeps_per_label_counts():
     labels = np.array(["a"] * 10 + ["b"] * 3)
     idx = metrics._undersample(labels, 4, seed=1)
     assert sorted(labels[idx].tolist()) == ["a"] * 4 + ["b"] * 3
+
+
+@pytest.mark.parametrize("predicted, gold", [([0.5, 0.5, 0.5], [1.0, 2.0, 3.0]), ([0.1, 0.2, 0.3], [2.0, 2.0, 2.0])])
+def test_spearman_of_a_constant_list_is_an_error_not_nan(predicted, gold):
+    from scipy.stats import spearmanr
+
+    assert math.isnan(spearmanr(predicted, gold).correlation)  # the reference has no value here either
+    with pytest.raises(ValueError, match="Spearman is undefined"):
+        metrics.spearman(predicted, gold)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,14 @@ def _suffixed(scores: dict, use_dims: bool) -> dict[str, float]:
     return {(f"{m}@{d}" if use_dims else m): round(v, 4) for d, per in scores.items() for m, v in per.items()}
 
 
+def _check_finite(results: dict[str, dict[str, float]]) -> None:
+    """A NaN or infinite score is an error: it would print as a number and break standard JSON."""
+    for dataset, per in results.items():
+        for metric, value in per.items():
+            if not math.isfinite(value):
+                raise ValueError(f"{dataset}: {metric} is {value}, not a finite score; check the data and the model")
+
+
 def run_offline(args: argparse.Namespace, encoder) -> dict[str, dict[str, float]]:
     dims = args.dims or [None]
     prompt_map = PromptMap.load(args.prompt_map)
@@ -60,8 +69,8 @@ def run_offline(args: argparse.Namespace, encoder) -> dict[str, dict[str, float]
     for file in args.sts:
         data = load_sts(file)
         task = prompt_map.task_types.get("STS", "sentence similarity")
-        results[Path(file).name] = _suffixed(_timed(file, lambda: runner.evaluate_sts(encoder, data, dims, args.prompts, task, args.batch_size)),
-                                             args.dims is not None)
+        scores = _timed(file, lambda: runner.evaluate_sts(encoder, data, dims, args.prompts, task, args.batch_size))
+        results[Path(file).name] = _suffixed(scores, args.dims is not None)
     for spec in args.classification:
         train, test = (read_labelled(p) for p in find_splits(spec))
         task = prompt_map.task_types.get("Classification", "classification")
@@ -104,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run_offline(args, encoder)
         if args.mteb:
             results.update(_run_mteb(args, encoder))
+        _check_finite(results)
     except (EvalDataError, ModelLoadError, ValueError, FileNotFoundError, MTEBDataUnavailable) as e:
         if debug():
             raise
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     if args.output:
         # an interrupted run leaves the previous file or none, never half of one
-        atomic_write(Path(args.output), lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
+        atomic_write(Path(args.output), lambda tmp: tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n"))
         print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
     return 0
 

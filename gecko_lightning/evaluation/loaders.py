@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from gecko_lightning.data.schema import SchemaError, decode_lines, parse_json_line
+from gecko_lightning.errors import UserError
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError):
     """An evaluation file is missing or malformed; the message names the path and the fix."""
 
 
@@ -45,33 +51,99 @@ class LabelSet:
     labels: list[str]
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; a byte that is not UTF-8 is an error naming its line."""
+    with path.open("rb") as f:
+        for n, line in decode_lines(path, f):
+            if isinstance(line, SchemaError):
+                raise EvalDataError(str(line)) from None
+            yield n, line
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line, parsed strictly (no NaN, no repeated key)."""
     if not path.is_file():
         raise EvalDataError(f"{path} not found: a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise EvalDataError(f"{path}:{n} is not valid JSON ({e.msg}); fix or remove that line") from e
+    for n, line in _lines(path):
+        if line.strip():
+            try:
+                row = parse_json_line(line, f"{path}:{n}")
+            except SchemaError as e:
+                raise EvalDataError(f"{e}; fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise EvalDataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            rows.append((n, row))
     return rows
 
 
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """qrels TSV (query-id, corpus-id, score; a header line is skipped) -> query -> doc -> grade."""
-    if not path.is_file():
-        raise EvalDataError(f"qrels file {path} not found: a BEIR folder needs qrels/<split>.tsv (query-id, corpus-id, score)")
+def _string(row: dict[str, Any], key: str, where: str, nonempty: bool = False, nullable: bool = False) -> str:
+    """row[key], which must already be a string: an id written as a number is not silently turned into one."""
+    if key not in row:
+        raise EvalDataError(f"{where}: no '{key}' field; each row needs a string '{key}'")
+    value = row[key]
+    if value is None and nullable:
+        return ""
+    if not isinstance(value, str) or (nonempty and not value):
+        kind = "a non-empty string" if nonempty else "a string"
+        raise EvalDataError(f"{where}: '{key}' must be {kind}, got {json.dumps(value)[:60]}")
+    return value
+
+
+def _beir_rows(path: Path, what: str) -> dict[str, tuple[int, dict[str, Any]]]:
+    """_id -> (line, row) of corpus.jsonl or queries.jsonl; ids must be unique strings."""
+    rows: dict[str, tuple[int, dict[str, Any]]] = {}
+    for n, row in _read_jsonl(path):
+        doc_id = _string(row, "_id", f"{path}:{n}", nonempty=True)
+        if doc_id in rows:
+            raise EvalDataError(f"{path}:{n}: _id {doc_id!r} is already on line {rows[doc_id][0]}; ids must be unique")
+        rows[doc_id] = (n, row)
+    if not rows:
+        raise EvalDataError(f"{path} holds no {what}")
+    return rows
+
+
+def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
+    """(line, query id, doc id, grade) of a qrels TSV: query-id, corpus-id, integer score; an optional header."""
+    for n, line in _lines(path):
+        row = line.split("\t")
+        if not line.strip() or (n == 1 and row[0] == "query-id"):
+            continue
+        if len(row) != 3 or not row[0] or not row[1]:
+            raise EvalDataError(f"{path}:{n}: has {len(row)} columns, expected query-id<TAB>corpus-id<TAB>score")
+        yield n, row[0], row[1], _grade(row[2], path, n)
+
+
+def read_qrels(path: Path, queries: Path | None = None, corpus: Path | None = None,
+               known: tuple[dict, dict] | None = None) -> dict[str, dict[str, int]]:
+    """qrels TSV -> query -> doc -> grade; each (query, doc) once, at least one grade > 0.
+
+    With `known` = (queries, corpus) read from the files `queries` and `corpus`, every row must name
+    a known query and document: a judged document missing from the corpus would count as relevant
+    and never retrieved, lowering nDCG silently.
+    """
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as f:
-        for n, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if not row or (n == 1 and row[0] == "query-id"):
-                continue
-            if len(row) < 3:
-                raise EvalDataError(f"{path}:{n} has {len(row)} columns, expected query-id<TAB>corpus-id<TAB>score")
-            qrels.setdefault(row[0], {})[row[1]] = int(_number(row[2], path, n))
+    first: dict[tuple[str, str], int] = {}
+    for n, query, doc, grade in _qrels_rows(path):
+        if known is not None and query not in known[0]:
+            raise EvalDataError(f"{path}:{n}: query-id {query!r} is not in {queries}; fix the id or add the query")
+        if known is not None and doc not in known[1]:
+            raise EvalDataError(f"{path}:{n}: corpus-id {doc!r} is not in {corpus}; fix the id or add the document")
+        if (query, doc) in first:
+            raise EvalDataError(f"{path}:{n}: {query} -> {doc} is graded again (first on line {first[query, doc]}); keep one row")
+        first[query, doc] = n
+        qrels.setdefault(query, {})[doc] = grade
+    if not any(g > 0 for rel in qrels.values() for g in rel.values()):
+        raise EvalDataError(f"{path}: no row has a score > 0, so no query has a relevant document to find")
     return qrels
+
+
+def _grade(value: str, path: Path, line: int) -> int:
+    """An integer relevance grade; '1.0' is 1, but '1.5', 'nan' or 'inf' cannot be one."""
+    number = _float(value)
+    if number is None or not math.isfinite(number) or not number.is_integer():
+        raise EvalDataError(f"{path}:{line}: score {value!r} is not an integer grade; qrels scores are 0, 1, 2, ...")
+    return int(number)
 
 
 def load_beir(folder: str | Path, split: str = "test") -> BeirSet:
@@ -79,20 +151,32 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirSet:
     folder = Path(folder)
     if not folder.is_dir():
         raise EvalDataError(f"BEIR folder {folder} not found; pass a folder holding corpus.jsonl, queries.jsonl, qrels/{split}.tsv")
-    qrels = read_qrels(folder / "qrels" / f"{split}.tsv")
-    corpus = {str(d["_id"]): (d.get("title") or "", d.get("text") or "") for d in _read_jsonl(folder / "corpus.jsonl")}
-    queries = {str(q["_id"]): q["text"] for q in _read_jsonl(folder / "queries.jsonl") if str(q["_id"]) in qrels}
-    missing = sorted(set(qrels) - set(queries))
-    if missing:
-        raise EvalDataError(f"{folder}: {len(missing)} qrels queries (e.g. {missing[0]!r}) are not in queries.jsonl")
-    return BeirSet(folder.name, corpus, queries, qrels)
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise EvalDataError(f"qrels file {qrels_path} not found: a BEIR folder needs qrels/<split>.tsv (query-id, corpus-id, score)")
+    corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
+    corpus = {i: (_string(r, "title", f"{corpus_path}:{n}", nullable=True) if "title" in r else "",
+                  _string(r, "text", f"{corpus_path}:{n}"))
+              for i, (n, r) in _beir_rows(corpus_path, "documents").items()}
+    queries = {i: _string(r, "text", f"{queries_path}:{n}") for i, (n, r) in _beir_rows(queries_path, "queries").items()}
+    qrels = read_qrels(qrels_path, queries_path, corpus_path, known=(queries, corpus))
+    return BeirSet(folder.name, corpus, {q: t for q, t in queries.items() if q in qrels}, qrels)
 
 
-def _number(value: str, path: Path, line: int) -> float:
+def _float(value: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        raise EvalDataError(f"{path}:{line}: score {value!r} is not a number; STS/qrels scores must be numeric") from None
+        return None
+
+
+def _number(value: str, path: Path, line: int) -> float:
+    number = _float(value)
+    if number is None:
+        raise EvalDataError(f"{path}:{line}: score {value!r} is not a number; STS/qrels scores must be numeric")
+    if not math.isfinite(number):
+        raise EvalDataError(f"{path}:{line}: score {value!r} is not a finite number; fix or remove that pair")
+    return number
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -106,34 +190,53 @@ def load_sts(path: str | Path) -> PairSet:
     if not path.is_file():
         raise EvalDataError(f"STS file {path} not found")
     if path.suffix == ".jsonl":
-        rows = [(r.get("s1", r.get("sentence1")), r.get("s2", r.get("sentence2")), str(r.get("score"))) for r in _read_jsonl(path)]
-        return _pairs(path, [(n, *r) for n, r in enumerate(rows, start=1)])
-    lines = path.read_text(encoding="utf-8").splitlines()
-    delim = _sniff_delimiter(lines[0]) if lines else "\t"
-    header = [h.strip().lower() for h in lines[0].split(delim)] if lines else []
+        return _pairs(path, [(n, *_json_pair(r, f"{path}:{n}")) for n, r in _read_jsonl(path)])
+    lines = [(n, line) for n, line in _lines(path) if line.strip()]
+    delim = _sniff_delimiter(lines[0][1]) if lines else "\t"
+    header = [h.strip().lower() for h in lines[0][1].split(delim)] if lines else []
     if {"score"} <= set(header) and ({"s1", "s2"} <= set(header) or {"sentence1", "sentence2"} <= set(header)):
-        reader = csv.DictReader(lines[1:], fieldnames=header, delimiter=delim)
-        a, b = ("s1", "s2") if "s1" in header else ("sentence1", "sentence2")
-        return _pairs(path, [(n, r[a], r[b], r["score"]) for n, r in enumerate(reader, start=2)])
+        return _pairs(path, _header_rows(path, lines[1:], header, delim))
     # STS Benchmark: fields are not quoted, and some lines carry extra trailing columns (sources).
-    rows = [(n, *_stsb_fields(line, path, n)) for n, line in enumerate(lines, start=1) if line.strip()]
-    return _pairs(path, rows)
+    return _pairs(path, [(n, *_stsb_fields(line, path, n)) for n, line in lines])
+
+
+def _json_pair(row: dict[str, Any], where: str) -> tuple[str, str, str]:
+    a, b = ("s1", "s2") if "s1" in row else ("sentence1", "sentence2")
+    score = row.get("score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)):
+        raise EvalDataError(f"{where}: 'score' must be a number, got {json.dumps(score)[:60]}")
+    return _string(row, a, where), _string(row, b, where), repr(score)
+
+
+def _header_rows(path: Path, lines: list[tuple[int, str]], header: list[str], delim: str) -> list[tuple[int, str, str, str]]:
+    """Rows of a csv/tsv with a header; quoting follows the csv module, so "a, b" is one field."""
+    a, b = ("s1", "s2") if "s1" in header else ("sentence1", "sentence2")
+    rows = []
+    for n, line in lines:
+        (fields,) = csv.reader([line], delimiter=delim)
+        if len(fields) != len(header):
+            raise EvalDataError(f"{path}:{n}: has {len(fields)} columns, the header has {len(header)}")
+        row = dict(zip(header, fields))
+        rows.append((n, row[a], row[b], row["score"]))
+    return rows
 
 
 def _stsb_fields(line: str, path: Path, n: int) -> tuple[str, str, str]:
     cols = line.split("\t")
     if len(cols) < 7:
         raise EvalDataError(
-            f"{path}:{n} has {len(cols)} tab-separated columns; expected the STS Benchmark layout "
+            f"{path}:{n}: has {len(cols)} tab-separated columns; expected the STS Benchmark layout "
             "(genre, file, year, id, score, s1, s2) or a header line with s1, s2, score"
         )
     return cols[5], cols[6], cols[4]
 
 
 def _pairs(path: Path, rows: list[tuple[int, str, str, str]]) -> PairSet:
-    if not rows:
-        raise EvalDataError(f"STS file {path} holds no pairs")
     scores = [_number(score, path, n) for n, _, _, score in rows]
+    if len(rows) < 2:
+        raise EvalDataError(f"STS file {path} holds {len(rows)} pair(s); Spearman needs at least 2")
+    if len(set(scores)) == 1:
+        raise EvalDataError(f"{path}: every score is {scores[0]}; Spearman needs two different scores")
     return PairSet(path.name, [r[1] for r in rows], [r[2] for r in rows], scores)
 
 

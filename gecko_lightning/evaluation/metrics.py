@@ -63,6 +63,9 @@ def spearman(predicted: Sequence[float], gold: Sequence[float]) -> float:
 
     if len(predicted) != len(gold) or len(gold) < 2:
         raise ValueError(f"spearman needs two equal-length lists of >= 2 values, got {len(predicted)} and {len(gold)}")
+    if len(set(predicted)) == 1 or len(set(gold)) == 1:
+        which = "predicted similarities" if len(set(predicted)) == 1 else "gold scores"
+        raise ValueError(f"Spearman is undefined: all {len(gold)} {which} are equal (a collapsed model or a flat gold set)")
     return float(spearmanr(predicted, gold).correlation)
 
 
