@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.errors import UserError
 from gecko_lightning.losses import HARD_NEGATIVES, contrastive_loss, in_batch_accuracy, matryoshka_loss
+from gecko_lightning.rng import rng_states, set_rng_states
 
 Batch = dict[str, Any]
 
@@ -80,6 +81,7 @@ class GeckoModule(L.LightningModule):
         if gradient_checkpointing:
             self.encoder.backbone.gradient_checkpointing_enable()
         _drop_unused_pooler(self.encoder.backbone)
+        self._resumed_rng: dict[str, Any] | None = None
 
     def embed(self, features: dict[str, Tensor]) -> Tensor:
         """(B, T) token features -> (B, D) L2-normalised embeddings."""
@@ -136,6 +138,20 @@ class GeckoModule(L.LightningModule):
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         if on_step and self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=b)
+
+    # ---- exact resume: the dropout masks continue where the checkpoint left them -----------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        """Restore the saved generators just before the first step, not at load: between the two,
+        Lightning and the DataLoader draw numbers that the uninterrupted run drew at other times."""
+        if self._resumed_rng is not None:
+            set_rng_states(self._resumed_rng)
+            self._resumed_rng = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams

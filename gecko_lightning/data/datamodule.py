@@ -135,6 +135,7 @@ class MixtureDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator(),  # seeded per epoch in _ResumableLoader.__iter__
         )
 
     def train_sampler(self) -> GlobalBatchSampler:
@@ -200,6 +201,13 @@ class _ResumableLoader(DataLoader):
     The resume state itself is the DataModule's `state_dict()`: the sampler skips the batches
     already consumed. The loader has nothing of its own to save.
     """
+
+    def __iter__(self):
+        # Each epoch's iterator draws the workers' base seed. From the global torch generator, that
+        # draw would move dropout's stream at every epoch start, and a run resumed at an epoch
+        # boundary would miss it; from (seed, epoch) it is the same in both runs.
+        self.generator.manual_seed(self.sampler.seed * 1_000_003 + self.sampler.epoch)
+        return super().__iter__()
 
     def state_dict(self) -> dict[str, Any]:
         return {}
