@@ -47,11 +47,11 @@ MODELS = {
         "llm.chat_template": True, "llm.max_model_len": 1024, "retrieve.top_n": 5, "corpus.num_seeds": 12,
     }),
     "smollm2": (lambda tmp: smollm2_folder(), "configs/data/fret_scifact_demo.yaml", {
-        "corpus.num_seeds": 20, "filter.round_trip_top_k": None, "retrieve.top_n": 4,
+        "corpus.num_seeds": 14, "corpus.limit": 300, "filter.round_trip_top_k": None, "retrieve.top_n": 4,
         "generate.fallback": "extractive", "llm.max_model_len": 2048,
     }),
     "gemma3": (lambda tmp: gemma3_folder(), "configs/data/fret_scifact_demo.yaml", {
-        "corpus.num_seeds": 20, "filter.round_trip_top_k": None, "retrieve.top_n": 4,
+        "corpus.num_seeds": 14, "corpus.limit": 300, "filter.round_trip_top_k": None, "retrieve.top_n": 4,
         "generate.fallback": "extractive", "llm.chat_template": False, "llm.max_model_len": 2048,
     }),
 }
