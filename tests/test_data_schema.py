@@ -138,3 +138,23 @@ def test_the_shipped_record_sets_still_read():
     for folder in ("tiny_fret", "tiny_snli", "tiny_banking77"):
         records, stats = read_records(assets / folder)
         assert records and stats.skipped == [], folder
+
+
+def test_an_empty_gzip_shard_is_an_error_not_zero_records(tmp_path):
+    """Found by tests/test_fuzz_inputs.py: a .gz cut to 0 bytes read as an empty shard, so a folder
+    that lost one shard's content would train on the others without a word."""
+    write_records([Record.from_dict(GOOD)], tmp_path / "shard-00000.jsonl.gz")
+    (tmp_path / "shard-00001.jsonl.gz").write_bytes(b"")
+    records, stats = read_records(tmp_path, on_error="skip")
+    assert len(records) == 1
+    assert stats.skipped == [
+        f"{tmp_path / 'shard-00001.jsonl.gz'}:1: the file is empty, which is not gzip data; write the shard again"
+    ]
+
+
+def test_an_unknown_key_with_a_line_break_stays_one_line(tmp_path):
+    """Found by tests/test_fuzz_inputs.py: the key was printed raw, splitting the message in two."""
+    path = write_lines(tmp_path / "d.jsonl", [json.dumps({**GOOD, "\n": "x"})])
+    with pytest.raises(SchemaError) as e:
+        list(iter_records(path))
+    assert str(e.value) == f"{path}:1: unknown field '\\n'; extra fields belong under 'meta'"

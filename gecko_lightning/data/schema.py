@@ -105,8 +105,8 @@ def _check_keys(d: dict, allowed: tuple[str, ...], where: str, prefix: str = "")
     for key in d:
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-            raise SchemaError(f"{where}: unknown field '{prefix}{key}'{hint}; extra fields belong under 'meta'")
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise SchemaError(f"{where}: unknown field {prefix + key!r}{hint}; extra fields belong under 'meta'")
 
 
 def _passage(p: Any, name: str, where: str) -> Passage | None:
@@ -224,8 +224,11 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, Any]]:
     if path.name.endswith(".parquet"):
         yield from _parquet_rows(path)
         return
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    gz = path.name.endswith(".gz")
+    if gz and path.stat().st_size == 0:  # gzip reads 0 bytes as an empty stream: a lost shard would pass
+        yield 1, SchemaError(f"{path}:1: the file is empty, which is not gzip data; write the shard again")
+        return
+    with (gzip.open if gz else open)(path, "rb") as f:
         for i, line in decode_lines(path, f):
             if isinstance(line, str) and line.strip():
                 try:
