@@ -121,7 +121,7 @@ def test_qrels_score_must_be_an_integer(tmp_path, score, message):
 
 @pytest.mark.parametrize("rows, line, message", [
     (["q1\t0\td2\t1"], 1, "has 4 columns, expected query-id<TAB>corpus-id<TAB>score"),
-    (["q1\td2\t1", "q1\td2\t0"], 2, "q1 -> d2 is graded again (first on line 1)"),
+    (["q1\td2\t1", "q1\td2\t0"], 2, "'q1' -> 'd2' is graded again (first on line 1)"),
     (["q1\td1\t0"], None, "no row has a score > 0"),
 ])
 def test_qrels_layout_problems_name_the_line(tmp_path, rows, line, message):
@@ -183,3 +183,22 @@ def test_non_utf8_eval_file_names_line_and_byte(tmp_path):
     with pytest.raises(EvalDataError) as e:
         load_sts(f)
     assert str(e.value) == f"{f}:3: byte 0xe9 at column 4 is not UTF-8 (file offset {offset}); save the file as UTF-8"
+
+
+def test_sts_csv_row_with_a_carriage_return_inside_is_an_error(tmp_path):
+    """Found by tests/test_fuzz_inputs.py: csv.Error escaped as a traceback."""
+    f = tmp_path / "pairs.csv"
+    f.write_bytes(b"sentence1,sentence2,score\n\r,0,0.0\n0,0,5.0\n")
+    with pytest.raises(EvalDataError) as e:
+        load_sts(f)
+    assert str(e.value) == f"{f}:2: a carriage return inside an unquoted field; remove it or quote the field"
+
+
+@pytest.mark.parametrize("score", ["\x1c.0", "1_0", "\u0661"])
+def test_sts_score_in_an_unusual_notation_is_not_read_as_a_number(tmp_path, score):
+    """Found by tests/test_fuzz_inputs.py: float() reads '\\x1c.0' as 0.0, '1_0' as 10 and '١' as 1."""
+    f = tmp_path / "pairs.csv"
+    f.write_text(f"sentence1,sentence2,score\na,b,{score}\nc,d,5.0\n")
+    with pytest.raises(EvalDataError) as e:
+        load_sts(f)
+    assert str(e.value) == f"{f}:2: score {score!r} is not a number; STS/qrels scores must be numeric"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,7 @@ def read_qrels(path: Path, queries: Path | None = None, corpus: Path | None = No
         if known is not None and doc not in known[1]:
             raise EvalDataError(f"{path}:{n}: corpus-id {doc!r} is not in {corpus}; fix the id or add the document")
         if (query, doc) in first:
-            raise EvalDataError(f"{path}:{n}: {query} -> {doc} is graded again (first on line {first[query, doc]}); keep one row")
+            raise EvalDataError(f"{path}:{n}: {query!r} -> {doc!r} is graded again (first on line {first[query, doc]}); keep one row")
         first[query, doc] = n
         qrels.setdefault(query, {})[doc] = grade
     if not any(g > 0 for rel in qrels.values() for g in rel.values()):
@@ -163,18 +164,20 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirSet:
     return BeirSet(folder.name, corpus, {q: t for q, t in queries.items() if q in qrels}, qrels)
 
 
+# Plain decimal notation only: float() also takes 'nan', 'inf', '1_0' (10) and non-ASCII digits.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _float(value: str) -> float | None:
-    try:
-        return float(value)
-    except ValueError:
-        return None
+    text = value.strip(" \t")  # str.strip() would also drop control characters such as \x1c
+    return float(text) if _DECIMAL.fullmatch(text) else None
 
 
 def _number(value: str, path: Path, line: int) -> float:
     number = _float(value)
-    if number is None:
+    if number is None and value.strip(" \t").lower().lstrip("+-") not in ("nan", "inf", "infinity"):
         raise EvalDataError(f"{path}:{line}: score {value!r} is not a number; STS/qrels scores must be numeric")
-    if not math.isfinite(number):
+    if number is None or not math.isfinite(number):
         raise EvalDataError(f"{path}:{line}: score {value!r} is not a finite number; fix or remove that pair")
     return number
 
@@ -213,7 +216,11 @@ def _header_rows(path: Path, lines: list[tuple[int, str]], header: list[str], de
     a, b = ("s1", "s2") if "s1" in header else ("sentence1", "sentence2")
     rows = []
     for n, line in lines:
-        (fields,) = csv.reader([line], delimiter=delim)
+        try:
+            (fields,) = csv.reader([line], delimiter=delim)
+        except csv.Error as e:
+            problem = "a carriage return inside an unquoted field" if "new-line" in str(e) else f"unreadable row ({e})"
+            raise EvalDataError(f"{path}:{n}: {problem}; remove it or quote the field") from None
         if len(fields) != len(header):
             raise EvalDataError(f"{path}:{n}: has {len(fields)} columns, the header has {len(header)}")
         row = dict(zip(header, fields))
