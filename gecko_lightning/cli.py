@@ -6,7 +6,8 @@
     gecko sweep sweep.yaml ...          gecko report RUNS_DIR
 
 Each non-Lightning subcommand lives beside the code it drives and is imported lazily,
-so `gecko data validate` never pays for importing torch's trainer stack.
+so `gecko data validate` never pays for importing torch's trainer stack. Bad input ends as one
+line, `gecko <command>: error: ...`, with exit code 2; `GECKO_DEBUG=1` shows the traceback.
 """
 
 from __future__ import annotations
