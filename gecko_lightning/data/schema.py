@@ -136,9 +136,9 @@ def _no_constant(name: str) -> Any:
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d = dict(pairs)
-    if len(d) < len(pairs):
-        seen = set()
-        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+    if len(d) < len(pairs):  # json.loads alone would keep the last value without a word
+        keys = [k for k, _ in pairs]
+        repeated = next(k for k in keys if keys.count(k) > 1)
         raise _NotJSON(f"key {repeated!r} appears twice in one object")
     return d
 
@@ -185,13 +185,14 @@ def decode_lines(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, str | Sch
             return
         n += 1
         try:
-            yield n, raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+            line: str | SchemaError = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as e:
-            yield n, SchemaError(
+            line = SchemaError(
                 f"{path}:{n}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8 "
                 f"(file offset {offset + e.start}); save the file as UTF-8"
             )
         offset += len(raw)
+        yield n, line
 
 
 @dataclass
