@@ -10,7 +10,7 @@ import csv
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,21 +115,20 @@ def _qrels_rows(path: Path) -> Iterator[tuple[int, str, str, int]]:
         yield n, row[0], row[1], _grade(row[2], path, n)
 
 
-def read_qrels(path: Path, queries: Path | None = None, corpus: Path | None = None,
-               known: tuple[dict, dict] | None = None) -> dict[str, dict[str, int]]:
+def read_qrels(path: Path, queries: tuple[Path, Container[str]] | None = None,
+               corpus: tuple[Path, Container[str]] | None = None) -> dict[str, dict[str, int]]:
     """qrels TSV -> query -> doc -> grade; each (query, doc) once, at least one grade > 0.
 
-    With `known` = (queries, corpus) read from the files `queries` and `corpus`, every row must name
-    a known query and document: a judged document missing from the corpus would count as relevant
-    and never retrieved, lowering nDCG silently.
+    With `queries` and `corpus` as (file, ids), every row must name a known query and document: a
+    judged document missing from the corpus would count as relevant and never retrieved, lowering
+    nDCG silently.
     """
     qrels: dict[str, dict[str, int]] = {}
     first: dict[tuple[str, str], int] = {}
     for n, query, doc, grade in _qrels_rows(path):
-        if known is not None and query not in known[0]:
-            raise EvalDataError(f"{path}:{n}: query-id {query!r} is not in {queries}; fix the id or add the query")
-        if known is not None and doc not in known[1]:
-            raise EvalDataError(f"{path}:{n}: corpus-id {doc!r} is not in {corpus}; fix the id or add the document")
+        for column, name, known in (("query-id", query, queries), ("corpus-id", doc, corpus)):
+            if known is not None and name not in known[1]:
+                raise EvalDataError(f"{path}:{n}: {column} {name!r} is not in {known[0]}; fix the id or add it there")
         if (query, doc) in first:
             raise EvalDataError(f"{path}:{n}: {query!r} -> {doc!r} is graded again (first on line {first[query, doc]}); keep one row")
         first[query, doc] = n
@@ -160,7 +159,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirSet:
                   _string(r, "text", f"{corpus_path}:{n}"))
               for i, (n, r) in _beir_rows(corpus_path, "documents").items()}
     queries = {i: _string(r, "text", f"{queries_path}:{n}") for i, (n, r) in _beir_rows(queries_path, "queries").items()}
-    qrels = read_qrels(qrels_path, queries_path, corpus_path, known=(queries, corpus))
+    qrels = read_qrels(qrels_path, (queries_path, queries), (corpus_path, corpus))
     return BeirSet(folder.name, corpus, {q: t for q, t in queries.items() if q in qrels}, qrels)
 
 
