@@ -95,7 +95,7 @@ def main() -> None:
     for engine in args.engines.split(","):
         cfg = load_config(args.config, {**overrides, "llm.backend": engine, "output_dir": str(out / engine)})
         rows.append(run_engine(engine, cfg, out))
-        print(json.dumps(row), flush=True)
+        print(json.dumps(rows[-1]), flush=True)
     cpu = platform.processor() or platform.machine()
     print(f"\n{args.config}, {overrides or 'no overrides'}; {os.cpu_count()} cores ({cpu}), "
           f"avx512f={'avx512f' in Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').is_file() else '?'}\n")
