@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gecko_lightning.errors import UserError
+
 from .llm import BackendError, CallFailed
 
 
@@ -29,31 +31,46 @@ class LLMCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL survives a killed process (not a power cut) and keeps commits cheap.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        try:
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL survives a killed process (not a power cut) and keeps commits cheap.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._db.execute("SELECT key, value FROM calls ORDER BY key LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from None
+
+    def _corrupt(self, e: Exception) -> UserError:
+        """The cache holds paid LLM calls, so it is never deleted here: the user decides."""
+        return UserError(f"LLM cache {self.path} is not a readable SQLite database ({e}); it is left as it is. "
+                         f"Move it aside (mv {self.path} {self.path}.bad) to start an empty cache, or set cache.path")
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for start in range(0, len(keys), 500):  # SQLite limits bound parameters per statement
             chunk = list(keys[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            for key, value in self._db.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk):
-                found[key] = json.loads(value)
+            try:
+                for key, value in self._db.execute(f"SELECT key, value FROM calls WHERE key IN ({marks})", chunk):
+                    found[key] = json.loads(value)
+            except sqlite3.DatabaseError as e:
+                raise self._corrupt(e) from None
         return found
 
     def put_many(self, items: dict[str, Any]) -> None:
         """Store a batch in one transaction: all of it lands, or none of it."""
         rows = [(k, json.dumps(v)) for k, v in items.items()]
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", rows)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from None
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]

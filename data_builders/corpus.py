@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gecko_lightning.data.schema import atomic_write
+from gecko_lightning.errors import MissingPathError, UserError
 from gecko_lightning.paths import resolve_path
 
 from .config import CorpusConfig
@@ -41,37 +42,86 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _raw_rows(cfg: CorpusConfig) -> Iterable[dict[str, Any]]:
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number; write a finite number or null")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"key {twice!r} appears twice in one object")
+    return dict(pairs)
+
+
+def _jsonl_rows(path: Path) -> Iterable[tuple[str, Any]]:
+    """(location, row) per non-blank line; a bad line is an error naming `file:line`."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            where = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{where}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8; "
+                                f"save the corpus as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+                json.dumps(row, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{where}: a string holds a lone surrogate escape (\\ud800-\\udfff), "
+                                f"which is not text; fix the escape") from None
+            except ValueError as e:
+                raise UserError(f"{where}: malformed JSON ({e}); one JSON object per line") from None
+            yield where, row
+
+
+def _raw_rows(cfg: CorpusConfig) -> Iterable[tuple[str, Any]]:
     path = Path(resolve_path(cfg.path))
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
+        return ((f"{path} row {i}", r) for i, r in enumerate(pq.read_table(path).to_pylist()))
     if path.suffix in (".jsonl", ".json") or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"corpus.path {cfg.path!r} does not exist")
-        return (json.loads(line) for line in open(path, encoding="utf-8") if line.strip())
+            raise MissingPathError(f"corpus.path {cfg.path!r} does not exist; point it at a JSONL or Parquet corpus")
+        return _jsonl_rows(path)
     from datasets import load_dataset  # a Hub dataset name: needs network
 
-    return load_dataset(cfg.path, split=cfg.split)
+    return ((f"{cfg.path} row {i}", r) for i, r in enumerate(load_dataset(cfg.path, split=cfg.split)))
 
 
-def load_corpus(cfg: CorpusConfig) -> list[dict[str, Any]]:
-    """Rows `{"id", "title", "text"}` in file order, the first `cfg.limit` of them."""
-    rows = []
-    for i, raw in enumerate(_raw_rows(cfg)):
+def load_corpus(cfg: CorpusConfig, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+    """Rows `{"id", "title", "text"}` in file order, the first `cfg.limit` of them.
+
+    A passage whose text is empty or blank is skipped; its location goes into `skipped` (when given)
+    so the caller can count and report it. Anything else malformed is an error naming its line.
+    """
+    rows, seen = [], {}
+    for where, raw in _raw_rows(cfg):
         if cfg.limit is not None and len(rows) >= cfg.limit:
             break
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: a corpus row must be a JSON object, got {type(raw).__name__}")
         pid = raw.get("_id", raw.get("id"))
-        text = raw.get("text")
-        if pid is None or not isinstance(text, str):
-            raise ValueError(f"corpus row {i} of {cfg.path!r} needs '_id' (or 'id') and 'text'; got keys {sorted(raw)}")
-        if text.strip():
-            rows.append({"id": str(pid), "title": raw.get("title") or None, "text": text})
+        text, title = raw.get("text"), raw.get("title")
+        if not isinstance(pid, (str, int)) or isinstance(pid, bool) or str(pid) == "":
+            raise UserError(f"{where}: needs '_id' (or 'id'), a non-empty string or integer; got {pid!r}")
+        if not isinstance(text, str):
+            raise UserError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+        if title is not None and not isinstance(title, str):
+            raise UserError(f"{where}: 'title' must be a string or null, got {type(title).__name__}")
+        if str(pid) in seen:
+            raise UserError(f"{where}: duplicate passage id {str(pid)!r} (first at {seen[str(pid)]}); ids must be unique")
+        seen[str(pid)] = where
+        if not text.strip():
+            if skipped is not None:
+                skipped.append(where)
+            continue
+        rows.append({"id": str(pid), "title": title or None, "text": text})
     if not rows:
-        raise ValueError(f"corpus {cfg.path!r} has no passages with text")
-    if len({r["id"] for r in rows}) != len(rows):
-        raise ValueError(f"corpus {cfg.path!r} has duplicate ids; passage ids must be unique")
+        raise UserError(f"corpus {cfg.path!r} has no passages with text")
     return rows
 
 

@@ -90,16 +90,18 @@ def run_stage(ctx: Context, stage: str) -> dict[str, Any]:
     return stats
 
 
-def corpus_fingerprint(cfg: BuildConfig) -> str | None:
-    """sha256 of the corpus file, or None for a Hub dataset (known only by its name)."""
-    path = Path(resolve_path(cfg.corpus.path))
-    if not path.is_file():
-        return None
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def corpus_fingerprint(cfg: BuildConfig) -> str | None:
+    """sha256 of the corpus file, or None for a Hub dataset (known only by its name)."""
+    path = Path(resolve_path(cfg.corpus.path))
+    return file_sha256(path) if path.is_file() else None
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +125,10 @@ def finished_build(cfg: BuildConfig) -> dict[str, Any] | None:
     if manifest.get("corpus_sha256") != corpus_fingerprint(cfg):
         return None
     if not manifest.get("shards") or not all((out / s).is_file() for s in manifest["shards"]):
+        return None
+    sums = manifest.get("shard_sha256") or {}
+    if set(sums) != set(manifest["shards"]) or any(file_sha256(out / s) != h for s, h in sums.items()):
+        log.warning("%s: a shard differs from its manifest sha256 (truncated or edited); rebuilding from the cache", out)
         return None
     if any((manifest.get("llm_failures") or {}).values()):  # some calls failed: a re-run asks them again
         return None
@@ -180,8 +186,9 @@ def export(ctx: Context) -> dict[str, Any]:
         old.unlink()  # a re-export with fewer shards must not leave stale ones behind
     for n, start in enumerate(range(0, max(len(records), 1), size)):
         write_records(records[start : start + size], ctx.out / f"shard-{n:05d}.{fmt}")
-    write_manifest(ctx.out, **_manifest(ctx, records))
-    return {"records": len(records), "shards": len(dataset_files(ctx.out))}
+    shard_sha256 = {p.name: file_sha256(p) for p in dataset_files(ctx.out)}
+    write_manifest(ctx.out, **_manifest(ctx, records), shard_sha256=shard_sha256)
+    return {"records": len(records), "shards": len(shard_sha256)}
 
 
 def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
@@ -201,6 +208,8 @@ def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
         "parse_failure_rate": gen.get("parse_failure_rate"),
         "parse_failures": gen.get("parse_failures"),
         "truncated_passages": gen.get("truncated_passages"),
+        "empty_passages_skipped": gen.get("empty_passages_skipped", 0),
+        "empty_passages_first": gen.get("empty_passages_first", []),
         "round_trip": per_stage.get("retrieve", {}).get("round_trip"),
         "models": models,
         "prompt_versions": prompt_versions,

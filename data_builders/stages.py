@@ -10,6 +10,7 @@ and writes its own, so any stage can be re-run alone:
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import Counter
@@ -25,6 +26,7 @@ from .prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_p
 if TYPE_CHECKING:
     from .pipeline import Context
 
+log = logging.getLogger(__name__)
 # Engines that schedule many prompts themselves get whole submissions; in-process transformers
 # gets its own batch size, since its batch is one padded forward pass.
 SCHEDULING_BACKENDS = ("vllm", "openai")
@@ -40,7 +42,10 @@ def _cached(ctx: Context, stage: str, keys: list[str], compute) -> list:
 
 def generate(ctx: Context) -> dict[str, Any]:
     cfg, llm = ctx.cfg, ctx.llm()
-    corpus = load_corpus(cfg.corpus)
+    empty: list[str] = []
+    corpus = load_corpus(cfg.corpus, skipped=empty)
+    if empty:
+        log.warning("skipped %d corpus passage(s) with empty text, e.g. %s", len(empty), ", ".join(empty[:5]))
     truncated = truncate_corpus(corpus, cfg.corpus.max_passage_tokens, llm.truncate)
     write_jsonl(ctx.stage_file("corpus"), corpus)
     by_id = {r["id"]: r for r in corpus}
@@ -64,7 +69,8 @@ def generate(ctx: Context) -> dict[str, Any]:
     write_jsonl(ctx.stage_file("generate"), rows)
     failures = sum(reasons.values())
     return {
-        "corpus_passages": len(corpus), "truncated_passages": truncated, "seeds": len(seeds),
+        "corpus_passages": len(corpus), "empty_passages_skipped": len(empty), "empty_passages_first": empty[:5],
+        "truncated_passages": truncated, "seeds": len(seeds),
         "queries": sum(r["query"] is not None for r in rows), "parse_failures": dict(reasons),
         "parse_failure_rate": failures / max(1, len(seeds)), "fallback_used": sum(r["fallback"] for r in rows),
     }

@@ -427,3 +427,63 @@ def test_sts_loader_on_corrupted_files(case):
     assert expected is not None, "accepted a file the reference rejects"
     assert (pairs.s1, pairs.s2, pairs.scores) == expected
     assert math.isfinite(metrics.spearman(list(range(len(pairs.scores))), pairs.scores))
+
+
+# ---- the builder's corpus reader ----------------------------------------------------------------
+def ref_corpus(data: bytes) -> tuple[list[dict], int | None]:
+    """(passages, None) or (passages before the error, 1-based line of the first bad line)."""
+    rows, seen = [], set()
+    for n, raw in enumerate(data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+            if not line.strip():
+                continue
+            row = strict_json(line)
+            if not isinstance(row, dict):
+                raise Invalid("row")
+            pid = row["_id"] if "_id" in row else row.get("id")
+            if isinstance(pid, bool) or not isinstance(pid, (str, int)) or str(pid) == "":
+                raise Invalid("id")
+            text, title = row.get("text"), row.get("title")
+            if not isinstance(text, str) or (title is not None and not isinstance(title, str)):
+                raise Invalid("text/title")
+            if str(pid) in seen:
+                raise Invalid("duplicate")
+            seen.add(str(pid))
+        except (Invalid, ValueError):
+            return rows, n
+        if text.strip():
+            rows.append({"id": str(pid), "title": title or None, "text": text})
+    return rows, None
+
+
+@st.composite
+def corpus_files(draw) -> list[bytes]:
+    rows = [{"_id": draw(st.sampled_from([f"p{i}", i])), "title": draw(st.none() | WORDS), "text": draw(WORDS)}
+            for i in range(draw(st.integers(1, 6)))]
+    return corrupt(draw, [json.dumps(r, ensure_ascii=draw(st.booleans())).encode() for r in rows], json_lines=True)
+
+
+@FUZZ
+@given(corpus_files())
+def test_builder_corpus_reader_on_corrupted_files(lines):
+    from data_builders.config import CorpusConfig
+    from data_builders.corpus import load_corpus
+    from gecko_lightning.errors import UserError
+
+    data = b"\n".join(lines) + b"\n"
+    good, bad_line = ref_corpus(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.jsonl"
+        path.write_bytes(data)
+        try:
+            rows = load_corpus(CorpusConfig(path=str(path)))
+        except UserError as e:
+            message = str(e)
+            assert "\n" not in message and "\r" not in message
+            if bad_line is not None:
+                assert message.startswith(f"{path}:{bad_line}: ")
+            else:  # the only clean error on a valid file: nothing with text in it
+                assert not good and message == f"corpus {str(path)!r} has no passages with text"
+            return
+        assert bad_line is None and rows == good
