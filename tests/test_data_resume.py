@@ -44,30 +44,31 @@ def trainer(tmp_path: Path, **kw) -> Trainer:
     )
 
 
-def make_dm():
+def make_dm(group_by_length: int = 0):
     return MixtureDataModule(
         [SourceConfig(TINY_FRET, name="a"), SourceConfig(TINY_FRET, name="b", symmetric=True)],
         tokenizer=TOKENIZER, batch_size=8, homogeneous_batches=True, sampling="uniform",
-        query_max_length=8, doc_max_length=8, seed=11,
+        query_max_length=8, doc_max_length=8, seed=11, group_by_length=group_by_length,
     )
 
 
-@pytest.mark.parametrize("saved_at", [3, 24, 28])  # mid-epoch 0, last batch of epoch 0, mid-epoch 1
-def test_crash_and_resume_sees_the_uninterrupted_sequence(tmp_path, saved_at):
+# saved mid-epoch 0, at the last batch of epoch 0, mid-epoch 1; with and without length grouping
+@pytest.mark.parametrize("saved_at,group", [(3, 0), (24, 0), (28, 0), (3, 4), (28, 4)])
+def test_crash_and_resume_sees_the_uninterrupted_sequence(tmp_path, saved_at, group):
     full = Recorder()
-    trainer(tmp_path / "full", enable_checkpointing=False).fit(full, datamodule=make_dm())
+    trainer(tmp_path / "full", enable_checkpointing=False).fit(full, datamodule=make_dm(group))
     steps_per_epoch = 2 * 96 // 8  # two sources of 96, uniform, batch 8
     assert len(full.seen) == 2 * steps_per_epoch
 
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=saved_at, save_top_k=-1)
     crashed = Recorder(crash_at=saved_at + 2)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        trainer(tmp_path / "run", callbacks=[ckpt]).fit(crashed, datamodule=make_dm())
+        trainer(tmp_path / "run", callbacks=[ckpt]).fit(crashed, datamodule=make_dm(group))
     saved = sorted((tmp_path / "ckpt").glob("*.ckpt"))[-1]
     assert f"step={saved_at}" in saved.name
 
     resumed = Recorder()
-    trainer(tmp_path / "run", enable_checkpointing=False).fit(resumed, datamodule=make_dm(), ckpt_path=saved)
+    trainer(tmp_path / "run", enable_checkpointing=False).fit(resumed, datamodule=make_dm(group), ckpt_path=saved)
     assert crashed.seen[:saved_at] + resumed.seen == full.seen
     epoch0 = Counter(i for b in full.seen[:steps_per_epoch] for i in b)
     assert set(epoch0.values()) == {2}  # both sources hold the same 96 ids: each seen once per source

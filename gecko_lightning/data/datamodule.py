@@ -67,7 +67,10 @@ class MixtureDataModule(LightningDataModule):
             format: Text format preset: `gecko` (Table 7 of the paper) or `plain` (concatenation).
             query_template: Override of the query template ({task}, {query}).
             document_template: Override of the document template ({title}, {text}).
-            group_by_length: If > 1, sort rows by length inside windows of this many batches (less padding).
+            group_by_length: Length grouping, off at 0 (the default). k > 1 draws pools of k global batches (of one
+                source with homogeneous_batches), sorts each pool by length, cuts it into batches and shuffles
+                the batch order: less padding, but a query meets in-batch negatives of similar length. The
+                order stays a function of (seed, epoch), so ranks agree and resume is exact. 16 is a fair start.
             pad_to_multiple_of: Pad token length to a multiple of this (tensor-core friendly shapes).
         """
         super().__init__()
@@ -75,6 +78,8 @@ class MixtureDataModule(LightningDataModule):
             raise UserError("MixtureDataModule needs at least one entry in `sources`; list the datasets to mix")
         if batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {batch_size}; set data.init_args.batch_size to the rows per device")
+        if group_by_length < 0 or group_by_length == 1:
+            raise UserError(f"group_by_length must be 0 (off) or a pool of k > 1 batches, got {group_by_length}")
         self.sources = [s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in sources]
         self.tokenizer_name = tokenizer
         self.batch_size, self.sampling, self.temperature = batch_size, sampling, temperature
@@ -153,6 +158,12 @@ class MixtureDataModule(LightningDataModule):
 
     def _skip_for(self, sampler: GlobalBatchSampler) -> tuple[int, int]:
         state = self._resume
+        saved_k = state.get("group_by_length", 0)  # checkpoints from before length grouping have none
+        if saved_k != self.group_by_length:
+            rank_zero_warn(
+                f"resuming with group_by_length {self.group_by_length} instead of {saved_k}: the epoch plan differs, "
+                "so the rest of this epoch is approximate (keep group_by_length for an exact resume)"
+            )
         if state["global_batch"] != sampler.global_batch or state["seed"] != self.seed:
             rank_zero_warn(
                 f"resuming with global batch {sampler.global_batch} / seed {self.seed} instead of "
@@ -188,7 +199,8 @@ class MixtureDataModule(LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         sampler = self._train_sampler
         global_batch = sampler.global_batch if sampler is not None else self.batch_size * self._rank_world()[1]
-        return {"epoch": self._epoch, "consumed": self._consumed, "seed": self.seed, "global_batch": global_batch}
+        return {"epoch": self._epoch, "consumed": self._consumed, "seed": self.seed, "global_batch": global_batch,
+                "group_by_length": self.group_by_length}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume = dict(state_dict)
@@ -255,7 +267,10 @@ class FRetDataModule(MixtureDataModule):
             format: Text format preset: `gecko` (Table 7 of the paper) or `plain` (concatenation).
             query_template: Override of the query template ({task}, {query}).
             document_template: Override of the document template ({title}, {text}).
-            group_by_length: If > 1, sort rows by length inside windows of this many batches (less padding).
+            group_by_length: Length grouping, off at 0 (the default). k > 1 draws pools of k global batches (of one
+                source with homogeneous_batches), sorts each pool by length, cuts it into batches and shuffles
+                the batch order: less padding, but a query meets in-batch negatives of similar length. The
+                order stays a function of (seed, epoch), so ranks agree and resume is exact. 16 is a fair start.
             pad_to_multiple_of: Pad token length to a multiple of this (tensor-core friendly shapes).
             max_records: Use only the first N records.
         """

@@ -13,6 +13,12 @@ Sampling modes set each source's share of the epoch (an epoch has as many batche
 over all sources): `proportional` (to size: exactly one pass), `uniform` (equal per source) and
 `temperature` (proportional to size ** (1 / T)). A source whose share exceeds its size is cycled
 through fresh permutations; one that gets less contributes a random subset.
+
+Length grouping (`group_size` k > 1, with `lengths`): each pool of k consecutive global batches of
+the shuffled stream is sorted by length and cut into batches, and the batch order is shuffled. It
+is a reordering inside the plan, so resume and rank slicing work unchanged. With `homogeneous=True`
+a pool holds one source (and one of its permutations), so batches stay single-source and no record
+repeats in a batch; without it a pool spans the mixed stream of all sources.
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ class GlobalBatchSampler(DistributedSampler):
         self.weights = source_weights(self.sizes) if weights is None else np.asarray(weights, dtype=np.float64)
         self.homogeneous, self.shuffle, self.seed = homogeneous, shuffle, seed
         self.lengths = None if lengths is None else np.asarray(lengths)
-        self.group_size = group_size  # > 1: sort by length inside windows of this many global batches
+        self.group_size = group_size  # k > 1: sort by length inside pools of k global batches
         self.names = list(names) if names is not None else [f"source {i}" for i in range(len(self.sizes))]
         self.epoch = 0
         self.skip: tuple[int, int] | None = None  # (epoch, batches already consumed) after a resume
@@ -114,31 +120,41 @@ class GlobalBatchSampler(DistributedSampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _stream(self, source: int, count: int, epoch: int) -> np.ndarray:
-        """`count` local indices of one source; cycles through fresh permutations when it runs out.
+    def _stream(self, source: int, count: int, epoch: int) -> list[np.ndarray]:
+        """`count` local indices of one source, as a list of permutations (cycles), the last one cut.
 
-        In homogeneous mode each cycle contributes whole batches only, so no batch straddles two
-        permutations (which could put one record twice in a batch).
+        A source that runs out is cycled through fresh permutations. In homogeneous mode each cycle
+        contributes whole batches only, so no batch straddles two permutations (which could put one
+        record twice in a batch); length grouping pools inside one cycle for the same reason.
         """
         size, parts, cycle, have = self.sizes[source], [], 0, 0
         per_cycle = size - size % self.global_batch if self.homogeneous else size
         while have < count:
             perm = _rng(self.seed, epoch, source, cycle).permutation(size) if self.shuffle else np.arange(size)
-            parts.append(perm[:per_cycle])
+            parts.append(perm[: min(per_cycle, count - have)])
             have, cycle = have + per_cycle, cycle + 1
-        return np.concatenate(parts)[:count] if parts else np.zeros(0, dtype=np.int64)
+        return parts
 
-    def _batches(self, indices: np.ndarray, epoch: int, salt: int) -> list[np.ndarray]:
-        """Cut global indices into full global batches, optionally grouping similar lengths."""
+    @property
+    def grouping(self) -> bool:
+        return self.lengths is not None and self.group_size > 1
+
+    def _batches(self, indices: np.ndarray, epoch: int, *salt: int) -> list[np.ndarray]:
+        """Cut global indices into full global batches (G,), optionally grouping similar lengths.
+
+        Grouping: each pool of `group_size` global batches is sorted by length and cut, and then the
+        batch order is shuffled from (seed, epoch, salt), so every rank derives the same order and a
+        resume can skip into it.
+        """
         g = self.global_batch
-        if self.lengths is not None and self.group_size > 1:
-            window = g * self.group_size
-            chunks = [indices[i : i + window] for i in range(0, len(indices), window)]
-            # stable sort by length inside each window: similar lengths share a batch, less padding
+        if self.grouping:
+            pool = g * self.group_size
+            chunks = [indices[i : i + pool] for i in range(0, len(indices), pool)]
+            # stable sort: equal lengths keep their (already shuffled) order
             indices = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
         batches = [indices[i : i + g] for i in range(0, len(indices) - g + 1, g)]
-        if self.shuffle and self.lengths is not None and self.group_size > 1:
-            batches = [batches[i] for i in _rng(self.seed, epoch, 1_000_003, salt).permutation(len(batches))]
+        if self.shuffle and self.grouping:
+            batches = [batches[i] for i in _rng(self.seed, epoch, 1_000_003, *salt).permutation(len(batches))]
         return batches
 
     def plan(self, epoch: int) -> list[np.ndarray]:
@@ -151,12 +167,14 @@ class GlobalBatchSampler(DistributedSampler):
         if self.homogeneous:
             batches = []
             for s, q in enumerate(share):
-                batches += self._batches(self._stream(s, int(q) * unit, epoch) + self.offsets[s], epoch, s)
+                for cycle, part in enumerate(self._stream(s, int(q) * unit, epoch)):
+                    batches += self._batches(part + self.offsets[s], epoch, s, cycle)
             order = _rng(self.seed, epoch, 999_983).permutation(len(batches)) if self.shuffle else range(len(batches))
             batches = [batches[i] for i in order]
         else:
-            streams = [self._stream(s, int(q), epoch) + self.offsets[s] for s, q in enumerate(share)]
-            flat = np.concatenate(streams)
+            streams = [np.concatenate(self._stream(s, int(q), epoch) or [np.zeros(0, np.int64)]) + self.offsets[s]
+                       for s, q in enumerate(share)]
+            flat = np.concatenate(streams)  # mixed sources: a pool spans them all
             if self.shuffle:
                 flat = flat[_rng(self.seed, epoch, 999_979).permutation(len(flat))]
             batches = self._batches(flat, epoch, 0)

@@ -166,6 +166,10 @@ class TripletDataset:
         return out
 
     def doc_lengths(self) -> np.ndarray:
-        """Rough length of each row (characters of query + positive), for length grouping."""
+        """Rough length of each row (characters of query + positive), for length grouping.
+
+        The negative is left out: sides are padded separately, and a key that mixes two independent
+        passage lengths groups neither side well (equal sums, unequal parts).
+        """
         parts = [pc.add(pc.utf8_length(t.column("query")), pc.utf8_length(t.column("pos_text"))) for t in self.tables]
         return np.concatenate([p.to_numpy() for p in parts])
