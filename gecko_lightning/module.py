@@ -40,6 +40,7 @@ class GeckoModule(L.LightningModule):
         scheduler: Literal["linear", "cosine", "constant"] = "linear",
         grad_cache_chunk_size: int | None = None,
         gradient_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -59,6 +60,8 @@ class GeckoModule(L.LightningModule):
             scheduler: decay after warm-up: "linear" or "cosine" to zero, or "constant".
             grad_cache_chunk_size: embed in chunks of this many texts with a gradient cache (large batches).
             gradient_checkpointing: trade compute for activation memory in the backbone.
+            compile: `torch.compile` the backbone with dynamic shapes: one graph serves every batch
+                size and sequence length, instead of one compile per padded length.
         """
         super().__init__()
         if not temperature > 0:
@@ -81,6 +84,9 @@ class GeckoModule(L.LightningModule):
         if gradient_checkpointing:
             self.encoder.backbone.gradient_checkpointing_enable()
         _drop_unused_pooler(self.encoder.backbone)
+        if compile:
+            # In place (nn.Module.compile), so parameter names and checkpoints stay those of the eager model.
+            self.encoder.backbone.compile(dynamic=True)
         self._resumed_rng: dict[str, Any] | None = None
 
     def embed(self, features: dict[str, Tensor]) -> Tensor:

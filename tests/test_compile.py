@@ -1,0 +1,74 @@
+"""`model.compile: true`: the compiled backbone trains like the eager one, and new sequence lengths
+reuse its one dynamic-shape graph instead of compiling again."""
+
+import json
+import shutil
+
+import pytest
+import torch
+import torch._dynamo
+
+from gecko_lightning.module import GeckoModule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def no_dropout_bert(tiny_bert, tmp_path):
+    """Dropout off: inductor draws its own random masks, so only a dropout-free step can match eager."""
+    folder = tmp_path / "tiny-bert-nodrop"
+    shutil.copytree(tiny_bert, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def build(path, compile):
+    torch.manual_seed(0)
+    return GeckoModule(str(path), random_init=True, matryoshka_dims=[32, 16], compile=compile)
+
+
+def batch(module, words: int, b: int = 4):
+    """b triples whose padded lengths grow with `words`, so each call sees a new (B, T)."""
+    tok = module.encoder.tokenize
+    text = lambda i, n: " ".join(f"word{(i + j) % 7}" for j in range(n))  # noqa: E731
+    return {
+        "query": dict(tok([f"task: search | query: {text(i, words)}" for i in range(b)])),
+        "positive": dict(tok([f"title: none | text: {text(i, 2 * words)}" for i in range(b)])),
+        "negative": dict(tok([f"title: none | text: {text(i + 3, 2 * words + 1)}" for i in range(b)])),
+    }
+
+
+def loss_and_grads(module, features):
+    module.zero_grad(set_to_none=True)
+    loss = module.training_step(features, 0)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def test_compile_is_off_by_default_and_keeps_parameter_names(tiny_bert):
+    eager = GeckoModule(str(tiny_bert), random_init=True)
+    compiled = GeckoModule(str(tiny_bert), random_init=True, compile=True)
+    assert eager.hparams.compile is False
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # checkpoints load either way
+
+
+@pytest.mark.slow
+def test_compiled_step_equals_eager_and_compiles_once_for_three_lengths(no_dropout_bert):
+    torch._dynamo.reset()
+    eager, compiled = build(no_dropout_bert, False), build(no_dropout_bert, True)
+    first = batch(eager, 3)
+    want_loss, want_grads = loss_and_grads(eager, first)
+    got_loss, got_grads = loss_and_grads(compiled, first)
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-6)
+    assert got_grads.keys() == want_grads.keys()
+    for name, g in want_grads.items():
+        torch.testing.assert_close(got_grads[name], g, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
+    # Two more lengths (and the first again) must run on the graphs already built.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for words in (6, 11, 3):
+            features = batch(compiled, words)
+            got, _ = loss_and_grads(compiled, features)
+            want, _ = loss_and_grads(eager, features)
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
