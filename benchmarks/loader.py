@@ -4,7 +4,7 @@ One process, 2 workers, batch 128 of (query, positive, negative), the all-MiniLM
 WordPiece fast tokenizer, queries of 8-24 words and passages of 60-200 words built from real
 Wikipedia words. Tokenization and padding happen in the workers, as in training.
 
-    python benchmarks/loader.py [--workers 2] [--batch-size 128] [--batches 60]
+    python benchmarks/loader.py [--workers 2] [--batch-size 128] [--batches 60] [--group-by-length 16]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--batches", type=int, default=60, help="timed batches (after 2 warm-up batches per worker)")
     p.add_argument("--tokenizer", default=None, help="default: the all-MiniLM-L6-v2 folder")
+    p.add_argument("--group-by-length", type=int, default=0, metavar="K", help="length grouping in pools of K batches (default 0: off)")
     args = p.parse_args()
 
     from gecko_lightning.data import FRetDataModule
@@ -64,21 +65,24 @@ def main() -> None:
         path = Path(tmp) / "bench.jsonl"
         write_records(path, args.batch_size * (args.batches + warmup + 1))
         dm = FRetDataModule(str(path), tokenizer=args.tokenizer or minilm_tokenizer(), batch_size=args.batch_size,
-                            query_max_length=64, doc_max_length=256, num_workers=args.workers)
+                            query_max_length=64, doc_max_length=256, num_workers=args.workers,
+                            group_by_length=args.group_by_length)
         dm.setup("fit")
         it = iter(dm.train_dataloader())
         for _ in range(warmup):  # worker start-up and the first batches are not steady state
             next(it)
-        start, tokens = time.perf_counter(), 0
+        start, tokens, positions = time.perf_counter(), 0, 0
         for _ in range(args.batches):
             batch = next(it)
             tokens += sum(int(batch[k]["attention_mask"].sum()) for k in ("query", "positive", "negative"))
+            positions += sum(batch[k]["attention_mask"].numel() for k in ("query", "positive", "negative"))
         seconds = time.perf_counter() - start
         cpu = collate_cpu_seconds(dm, args.batches)
     triples = args.batches * args.batch_size
     print(f"{triples} triples in {seconds:.2f} s: {triples / seconds:,.0f} triples/s "
           f"({tokens / seconds:,.0f} tokens/s), workers={args.workers}, batch={args.batch_size}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"padding ratio (padded positions / real tokens): {positions / tokens:.3f}, group_by_length={args.group_by_length}")
     print(f"format + tokenize + pad: {cpu / args.batches * 1000:.1f} CPU ms per batch = "
           f"{triples / cpu:,.0f} triples per CPU-second, so {max(args.workers, 1)} worker(s) on as many "
           f"idle cores deliver about {max(args.workers, 1) * triples / cpu:,.0f} triples/s")

@@ -15,6 +15,10 @@ Each step of each path is a full training step: tokenized batch -> loss -> backw
   ours-cached: our GradCache step at --cache-batch (4096 on GPU), chunks of --cache-chunk texts.
   peer-cached: CachedMultipleNegativesRankingLoss at --cache-batch, mini-batch --cache-chunk (opt-in).
 MFU = 6 x non-embedding parameters x real (non-pad) tokens / time / --peak-tflops (H100 SXM bf16 dense 989).
+Batches follow the training sampler's plan (GlobalBatchSampler); --group-by-length K draws them with
+length grouping, as `data.init_args.group_by_length: K` does. Before timing, it prints the padding
+ratio (padded positions / real tokens, all three sides) of the B-row batches without grouping and
+with it (K, or 16 when K is 0).
 The last line is `ratio ours/peer: X.XX` (triples/s, last round).
 """
 
@@ -38,7 +42,7 @@ from torch.utils.data import DataLoader
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gecko_lightning.data import Example, TripletCollator  # noqa: E402
+from gecko_lightning.data import Example, GlobalBatchSampler, TripletCollator  # noqa: E402
 from gecko_lightning.module import GeckoModule, _fused_ok, _split_decay  # noqa: E402
 
 TINY_BERT = REPO / "configs" / "assets" / "tiny-bert"
@@ -60,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=["bf16", "fp32"], help="autocast dtype (default bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--workers", type=int, help="tokenizing DataLoader workers for ours (default 2 on CUDA, 0 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile our backbone (dynamic shapes)")
+    p.add_argument("--group-by-length", type=int, default=0, metavar="K",
+                   help="length grouping in pools of K batches for every mode (default 0: off)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU for MFU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the figures to this file")
@@ -101,6 +107,18 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def real_tokens(features: list[dict]) -> int:
     return int(sum(f["attention_mask"].sum() for f in features))
+
+
+def batch_plan(triples: list[Example], batch: int, group: int, seed: int) -> list[list[int]]:
+    """One epoch of batches (lists of row indices) as training draws them, with length grouping if group > 1."""
+    lengths = [len(e.query) + len(e.positive) for e in triples]  # the key of TripletDataset.doc_lengths
+    return list(GlobalBatchSampler([len(triples)], batch, seed=seed, lengths=lengths, group_size=group))
+
+
+def padding_ratio(plan: list[list[int]], side_tokens: list[list[int]]) -> float:
+    """Padded positions / real tokens: each side of a batch is padded to its longest row."""
+    padded = sum(len(b) * max(tokens[i] for i in b) for b in plan for tokens in side_tokens)
+    return padded / sum(tokens[i] for b in plan for i in b for tokens in side_tokens)
 
 
 # ---- the two contenders ---------------------------------------------------------------------------
@@ -177,15 +195,18 @@ def autocast(args, device: torch.device):
 
 
 class Source:
-    """Endless batches in a fixed order, with the real-token count of each batch kept aside."""
+    """Endless batches in the plan's order, with the real-token count of each batch kept aside.
 
-    def __init__(self, triples, tokens: list[int], batch: int, loader=None) -> None:
-        self.triples, self.tokens, self.batch, self.loader = triples, tokens, batch, loader
-        self.start, self.it, self.consumed = 0, None, 0
+    The loader, when given, iterates the same plan (its batch_sampler), so both stay in step.
+    """
+
+    def __init__(self, triples, tokens: list[int], plan: list[list[int]], loader=None) -> None:
+        self.triples, self.tokens, self.plan, self.loader = triples, tokens, plan, loader
+        self.step, self.it, self.consumed = 0, None, 0
 
     def __next__(self):
-        rows = [i % len(self.triples) for i in range(self.start, self.start + self.batch)]
-        self.start = (self.start + self.batch) % len(self.triples)
+        rows = self.plan[self.step % len(self.plan)]
+        self.step += 1
         self.consumed += sum(self.tokens[i] for i in rows)
         if self.loader is None:
             return [self.triples[i] for i in rows]
@@ -224,31 +245,36 @@ def describe(mode: str, r: dict, device: torch.device) -> str:
     return f"{mode:12s} {r['triples_s']:9.1f} triples/s {r['tokens_s']:11.0f} tokens/s  MFU {mfu}  {r['peak_gib']:6.2f} {mem}"
 
 
-def build(args, device: torch.device, folder: Path) -> dict:
-    """mode -> (step, source, batch, non-embedding params); GradCache modes share their model's weights."""
+def build(args, device: torch.device, folder: Path) -> tuple[dict, dict]:
+    """(mode -> (step, source, batch, non-embedding params), padding ratios); GradCache modes share their model's weights."""
     modes = args.modes.split(",")
     unknown = set(modes) - {"ours", "peer", "ours-cached", "peer-cached"}
     if unknown:
         sys.exit(f"unknown --modes {sorted(unknown)}; choose from ours, peer, ours-cached, peer-cached")
     sizes = [args.cache_batch if "cached" in m else args.batch_size for m in modes]
-    n_triples = math.lcm(*sizes) * math.ceil(4 * max(sizes) / math.lcm(*sizes))  # whole batches: loader and token count agree
+    unit = math.lcm(*sizes)  # whole batches of every size: loader and token count agree
+    pool = args.batch_size * (args.group_by_length or 16)
+    n_triples = unit * math.ceil(max(4 * max(sizes), 4 * pool) / unit)  # >= 4 grouping pools for the padding figure
     triples = make_triples(n_triples, args.seed)
     o_step, module = ours(folder, args, device, None)
     tokenizer, n_params = module.encoder.tokenizer, non_embedding_params(module.encoder.backbone)
     count = lambda texts: [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=args.max_length)["input_ids"]]  # noqa: E731
-    tokens = [sum(t) for t in zip(*(count([getattr(e, side) for e in triples]) for side in ("query", "positive", "negative")))]
+    side_tokens = [count([getattr(e, side) for e in triples]) for side in ("query", "positive", "negative")]
+    tokens = [sum(t) for t in zip(*side_tokens)]
+    padding = {k: padding_ratio(batch_plan(triples, args.batch_size, k, args.seed), side_tokens) for k in (0, args.group_by_length or 16)}
     out = {}
     for mode in modes:
         batch = args.cache_batch if "cached" in mode else args.batch_size
+        plan = batch_plan(triples, batch, args.group_by_length, args.seed)
         if mode.startswith("ours"):
-            loader = DataLoader(triples, batch_size=batch, collate_fn=TripletCollator(tokenizer, args.max_length, args.max_length), num_workers=args.workers,
-                                pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
+            loader = DataLoader(triples, batch_sampler=plan, collate_fn=TripletCollator(tokenizer, args.max_length, args.max_length),
+                                num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=args.workers > 0)
             step = o_step if mode == "ours" else cached_step(o_step, module, args.cache_chunk)
-            out[mode] = (step, Source(triples, tokens, batch, loader), batch, n_params)
+            out[mode] = (step, Source(triples, tokens, plan, loader), batch, n_params)
         else:
             step, _, n_params_peer = peer(folder, args, device, args.cache_chunk if mode == "peer-cached" else None)
-            out[mode] = (step, Source(triples, tokens, batch), batch, n_params_peer)
-    return out
+            out[mode] = (step, Source(triples, tokens, plan), batch, n_params_peer)
+    return out, padding
 
 
 def cached_step(plain_step, module: GeckoModule, chunk: int):
@@ -283,14 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"B={args.batch_size} (cached: {args.cache_batch}, chunk {args.cache_chunk}), max_length {args.max_length}, "
           f"{args.precision}, {args.steps} timed steps after {args.warmup} warm-up, {args.rounds} rounds A/B")
     with tempfile.TemporaryDirectory() as tmp:
-        modes = build(args, device, backbone_folder(args.tiny, Path(tmp), args.seed))
+        modes, padding = build(args, device, backbone_folder(args.tiny, Path(tmp), args.seed))
+        print(f"padding ratio (padded positions / real tokens, B={args.batch_size}): "
+              + ", ".join(f"{r:.3f} with group_by_length {k}" for k, r in padding.items()), flush=True)
         results = {}
         for rnd in range(1, args.rounds + 1):
             for mode, (step, source, batch, n_params) in modes.items():
                 results[mode] = measure(step, source, args, device, batch, n_params)
                 print(f"round {rnd}  {describe(mode, results[mode], device)}", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "versions": versions(device), "last_round": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"args": vars(args), "versions": versions(device), "padding_ratio": padding,
+                                               "last_round": results}, indent=2))
     if "ours-cached" in results and "ours" in results:
         print(f"ours-cached / ours: {results['ours-cached']['triples_s'] / results['ours']['triples_s']:.2f}")
     if "peer" in results and "ours" in results:

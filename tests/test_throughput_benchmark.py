@@ -28,6 +28,7 @@ def test_cpu_tiny_run_prints_every_mode_and_the_ratio(capsys, tmp_path):
     assert bench.main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[2] for line in lines if line.startswith("round 1")] == ["ours", "peer", "ours-cached"]
+    assert any(line.startswith("padding ratio (padded positions / real tokens, B=4): ") for line in lines)
     assert lines[-1].startswith("ratio ours/peer: ") and float(lines[-1].split(": ")[1]) > 0
     assert (tmp_path / "figures.json").is_file()
 
@@ -40,6 +41,24 @@ def test_unknown_mode_is_named():
 
 def test_real_token_count_ignores_padding():
     bench = load_benchmark()
-    src = bench.Source(["a", "b", "c"], tokens=[3, 5, 7], batch=2)
+    src = bench.Source(["a", "b", "c"], tokens=[3, 5, 7], plan=[[0, 1], [2, 0]])
     assert next(src) == ["a", "b"] and src.consumed == 8
-    assert next(src) == ["c", "a"] and src.consumed == 18  # wraps around in a fixed order
+    assert next(src) == ["c", "a"] and src.consumed == 18
+    assert next(src) == ["a", "b"] and src.consumed == 26  # the plan repeats
+
+
+def test_padding_ratio_against_hand_counts():
+    bench = load_benchmark()
+    sides = [[2, 4, 3, 3], [5, 1, 1, 5]]  # tokens of row 0..3 on two sides
+    # batch [0, 1]: 2 x 4 + 2 x 5 = 18 positions; batch [2, 3]: 2 x 3 + 2 x 5 = 16; real 24
+    assert bench.padding_ratio([[0, 1], [2, 3]], sides) == pytest.approx(34 / 24)
+    assert bench.padding_ratio([[0, 3], [1, 2]], sides) == pytest.approx((2 * 3 + 2 * 5 + 2 * 4 + 2 * 1) / 24)
+
+
+def test_length_grouped_plan_pads_less_on_the_benchmark_texts():
+    bench = load_benchmark()
+    triples = bench.make_triples(256, seed=0)
+    chars = [[len(e.query) for e in triples], [len(e.positive) for e in triples], [len(e.negative) for e in triples]]
+    plain, grouped = (bench.padding_ratio(bench.batch_plan(triples, 16, k, 0), chars) for k in (0, 16))
+    assert sorted(i for b in bench.batch_plan(triples, 16, 16, 0) for i in b) == list(range(256))
+    assert grouped < plain
