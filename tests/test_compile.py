@@ -55,20 +55,21 @@ def test_compile_is_off_by_default_and_keeps_parameter_names(tiny_bert):
 
 
 @pytest.mark.slow
+@torch._dynamo.config.patch(error_on_recompile=True)
 def test_compiled_step_equals_eager_and_compiles_once_for_three_lengths(no_dropout_bert):
+    """The first call compiles; any later one that would compile again (a new length, with static
+    shapes or torch.compile's default of specialising the first length) raises instead."""
     torch._dynamo.reset()
     eager, compiled = build(no_dropout_bert, False), build(no_dropout_bert, True)
-    first = batch(eager, 3)
+    first = batch(eager, 3)  # three towers of three lengths already
     want_loss, want_grads = loss_and_grads(eager, first)
     got_loss, got_grads = loss_and_grads(compiled, first)
     torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-6)
     assert got_grads.keys() == want_grads.keys()
     for name, g in want_grads.items():
         torch.testing.assert_close(got_grads[name], g, rtol=1e-4, atol=1e-6, msg=f"gradient of {name}")
-    # Two more lengths (and the first again) must run on the graphs already built.
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        for words in (6, 11, 3):
-            features = batch(compiled, words)
-            got, _ = loss_and_grads(compiled, features)
-            want, _ = loss_and_grads(eager, features)
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for words in (6, 11, 3):  # two more lengths, and the first again
+        features = batch(compiled, words)
+        got, _ = loss_and_grads(compiled, features)
+        want, _ = loss_and_grads(eager, features)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
