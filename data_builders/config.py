@@ -62,8 +62,9 @@ class LLMConfig:
     """Sequences per forward pass when scoring; QL/RC of one query's N candidates fit in one or a few."""
     tensor_parallel_size: int = 1
     """vllm: GPUs one model is split over."""
-    gpu_memory_utilization: float = 0.9
-    """vllm: fraction of GPU memory the engine may take (weights + KV cache)."""
+    gpu_memory_utilization: float | None = None
+    """vllm: fraction of GPU memory the engine may take (weights + KV cache); default 0.9. On CPU vLLM
+    reads it as a fraction of RAM that must be free at start-up; default: 90 % of what is free then."""
     max_model_len: int | None = None
     """vllm: context length to reserve KV cache for (default: the model's own)."""
     enable_prefix_caching: bool = True

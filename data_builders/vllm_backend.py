@@ -51,6 +51,21 @@ def random_init_folder(model: str, seed: int, dtype: str) -> Path:
     return out
 
 
+def _memory_fraction(cfg: LLMConfig) -> float:
+    """`llm.gpu_memory_utilization`, or a default that starts: vLLM's CPU backend refuses to start
+    unless that fraction of all RAM is free, so there the default is 90 % of the free fraction."""
+    if cfg.gpu_memory_utilization is not None:
+        return cfg.gpu_memory_utilization
+    import torch
+
+    if torch.cuda.is_available():
+        return 0.9
+    import psutil
+
+    mem = psutil.virtual_memory()
+    return round(max(0.05, min(0.9, 0.9 * mem.available / mem.total)), 3)
+
+
 class VLLMLLM(LLM):
     def __init__(self, cfg: LLMConfig, seed: int = 0) -> None:
         try:
@@ -73,7 +88,7 @@ class VLLMLLM(LLM):
         self.prompts = PromptTokens(load_tokenizer(tok_path), cfg.chat_template)
         kwargs: dict[str, Any] = {
             "model": path, "tokenizer": tok_path, "dtype": cfg.dtype, "seed": seed,
-            "tensor_parallel_size": cfg.tensor_parallel_size, "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "tensor_parallel_size": cfg.tensor_parallel_size, "gpu_memory_utilization": _memory_fraction(cfg),
             "enable_prefix_caching": cfg.enable_prefix_caching, "max_logprobs": max(20, cfg.rc_top_logprobs),
         }
         if cfg.max_model_len:
