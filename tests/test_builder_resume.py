@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FAKE = ROOT / "configs" / "data" / "fret_fake.yaml"
 
 
-def _cached_calls(db: Path) -> int:
+def cached_calls(db: Path) -> int:
+    """Rows in an LLM cache file that another process may be writing; 0 before it exists."""
     if not db.exists():
         return 0
     try:
@@ -40,12 +41,12 @@ def test_kill_minus_9_then_resume_gives_identical_output(tmp_path):
            "--llm.fake_delay_s=0.2", "--llm.gen_batch_size=4"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db, deadline = resumed / "llm_cache.sqlite", time.time() + 240
-    while _cached_calls(db) < 60 and proc.poll() is None and time.time() < deadline:
+    while cached_calls(db) < 60 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the build finished before it could be killed; raise fake_delay_s"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = _cached_calls(db)
+    done = cached_calls(db)
     assert 0 < done < total
     with sqlite3.connect(db) as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,8 +1,6 @@
 """`model.compile: true`: the compiled backbone trains like the eager one, and new sequence lengths
 reuse its one dynamic-shape graph instead of compiling again."""
 
-import json
-import shutil
 
 import pytest
 import torch
@@ -11,17 +9,6 @@ import torch._dynamo
 from gecko_lightning.module import GeckoModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def no_dropout_bert(tiny_bert, tmp_path):
-    """Dropout off: inductor draws its own random masks, so only a dropout-free step can match eager."""
-    folder = tmp_path / "tiny-bert-nodrop"
-    shutil.copytree(tiny_bert, folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
 
 
 def build(path, compile):

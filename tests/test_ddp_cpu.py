@@ -4,7 +4,6 @@ Parity: under DDP, which averages gradients over ranks, the loss gathered across
 the gradient of one process on the concatenated batch, with and without GradCache.
 """
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,16 +19,6 @@ B = 4  # rows per rank; tests/ddp_sgd_step.py imports this and global_batch
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def no_dropout_bert(tiny_bert, tmp_path):
-    """The tiny BERT with dropout off, so ranks and the reference draw no random masks."""
-    folder = tmp_path / "tiny-bert-nodrop"
-    shutil.copytree(tiny_bert, folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (folder / "config.json").write_text(json.dumps(cfg))
-    return folder
 
 
 def build(path, chunk=None):
@@ -90,10 +79,10 @@ def test_gecko_fit_ddp_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_lightning_ddp_sgd_update_equals_one_process(tiny_bert, tmp_path):
+def test_lightning_ddp_sgd_update_equals_one_process(no_dropout_bert, tmp_path):
     """One SGD step (no momentum: the update is -lr·grad) on 2 Lightning DDP processes moves the
     weights exactly as one process on the concatenated batch, without and with GradCache."""
-    path = no_dropout_bert(tiny_bert, tmp_path)
+    path = no_dropout_bert
     script = os.path.join(REPO, "tests", "ddp_sgd_step.py")
     res = run([sys.executable, script, str(path), str(tmp_path / "after"), str(tmp_path / "run"), "0", "3"])
     assert res.returncode == 0, res.stderr[-3000:]

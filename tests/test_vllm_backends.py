@@ -28,6 +28,7 @@ from data_builders.config import load_config
 from data_builders.corpus import read_jsonl
 from data_builders.pipeline import Context, run_stage
 
+from test_builder_resume import cached_calls
 from vllm_support import VLLMServer, copy_stage_files, gemma3_folder, require_vllm, smollm2_folder
 
 pytestmark = pytest.mark.vllm
@@ -191,13 +192,13 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
         build = subprocess.Popen(cmd(tmp_path / "b", server.url), cwd=REPO, stderr=subprocess.PIPE, text=True)
         cache = tmp_path / "b" / "llm_cache.sqlite"
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and _rows(cache) < 48 + 24:  # generation done, re-ranking under way
+        while time.monotonic() < deadline and cached_calls(cache) < 48 + 24:  # generation done, re-ranking under way
             time.sleep(0.05)
         server.stop(9)
         _, err = build.communicate(timeout=600)
         assert build.returncode == 2, err[-2000:]
         assert "Finished calls are cached: run the same command again to resume" in err
-        done_before = _rows(cache)
+        done_before = cached_calls(cache)
         total = json.loads((tmp_path / "ref" / "manifest.json").read_text())["llm_calls"]
         assert 48 < done_before < total["generate"] + total["rerank"]
         server = VLLMServer(folder, "tiny", tmp_path).start()
@@ -210,18 +211,6 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
     assert calls["generate"] == 0  # all from the cache
     assert calls["rerank"] == total["generate"] + total["rerank"] - done_before  # no call asked twice
     assert _records(tmp_path / "b") == _records(tmp_path / "ref")
-
-
-def _rows(cache: Path) -> int:
-    import sqlite3
-
-    if not cache.is_file():
-        return 0
-    try:
-        with sqlite3.connect(cache, timeout=1) as db:
-            return db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def _records(out: Path) -> list[tuple]:
