@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from gecko_lightning.errors import UserError
 from gecko_lightning.paths import local_model_path, resolve_path
 
 GECKO_CONFIG = "gecko_encoder.json"
@@ -31,8 +32,12 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
-def _load_backbone(name_or_path: str, random_init: bool, **kwargs) -> nn.Module:
-    """AutoModel from the Hub or a folder; T5-style configs load their encoder only."""
+def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: str | None = None, **kwargs) -> nn.Module:
+    """AutoModel from the Hub or a folder; T5-style configs load their encoder only.
+
+    `attn_implementation` is transformers' own switch (eager, sdpa, flash_attention_2, ...); with
+    flash attention, transformers runs attention on the unpadded tokens that the attention mask marks.
+    """
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     if config.model_type in ("t5", "mt5", "umt5"):
         from transformers import T5EncoderModel
@@ -40,9 +45,17 @@ def _load_backbone(name_or_path: str, random_init: bool, **kwargs) -> nn.Module:
         cls = T5EncoderModel
     else:
         cls = AutoModel
-    if random_init:  # a config-only folder: tests and tiny runs never download weights
-        return cls.from_config(config)
-    return cls.from_pretrained(name_or_path, config=config, **kwargs)
+    attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        if random_init:  # a config-only folder: tests and tiny runs never download weights
+            return cls.from_config(config, **attn)
+        return cls.from_pretrained(name_or_path, config=config, **attn, **kwargs)
+    except (ValueError, ImportError) as e:
+        if not attn:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"model.attn_implementation={attn_implementation!r} cannot be used with {name_or_path} "
+                        f"here ({first}); use sdpa or eager, or install what it names") from None
 
 
 class GeckoEncoder(nn.Module):
@@ -80,6 +93,7 @@ class GeckoEncoder(nn.Module):
         projection_dim: int | None = None,
         normalize: bool = True,
         max_length: int = 512,
+        attn_implementation: str | None = None,
         **hf_kwargs,
     ) -> GeckoEncoder:
         """Load a Hub name, a local folder or `package:<pkg>/<sub>`; a `save_pretrained` folder restores the projection."""
@@ -90,7 +104,7 @@ class GeckoEncoder(nn.Module):
             cfg = json.loads(saved.read_text())
             projection_dim, normalize = cfg.get("projection_dim"), cfg.get("normalize", True)
             max_length = cfg.get("max_length", max_length)
-        backbone = _load_backbone(name_or_path, random_init, **hf_kwargs)
+        backbone = _load_backbone(name_or_path, random_init, attn_implementation, **hf_kwargs)
         tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, **hf_kwargs)
         enc = cls(backbone, tok, projection_dim=projection_dim, normalize=normalize, max_length=max_length)
         weights = Path(name_or_path) / PROJECTION_WEIGHTS

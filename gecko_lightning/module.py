@@ -41,6 +41,7 @@ class GeckoModule(L.LightningModule):
         grad_cache_chunk_size: int | None = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        attn_implementation: str | None = None,
     ) -> None:
         """
         Args:
@@ -62,6 +63,9 @@ class GeckoModule(L.LightningModule):
             gradient_checkpointing: trade compute for activation memory in the backbone.
             compile: `torch.compile` the backbone with dynamic shapes: one graph serves every batch
                 size and sequence length, instead of one compile per padded length.
+            attn_implementation: transformers' attention switch for the backbone: "sdpa", "eager",
+                or "flash_attention_2" (CUDA, flash-attn installed), with which attention skips the
+                pad tokens the mask marks; None keeps transformers' default (sdpa where supported).
         """
         super().__init__()
         if not temperature > 0:
@@ -72,7 +76,8 @@ class GeckoModule(L.LightningModule):
             raise UserError(f"model.matryoshka_weights {matryoshka_weights} need one weight per matryoshka_dims entry ({matryoshka_dims})")
         self.save_hyperparameters()
         self.encoder = GeckoEncoder.from_pretrained(
-            model_name_or_path, random_init=random_init, tokenizer=tokenizer, projection_dim=projection_dim, max_length=max_length
+            model_name_or_path, random_init=random_init, tokenizer=tokenizer, projection_dim=projection_dim,
+            max_length=max_length, attn_implementation=attn_implementation,
         )
         if matryoshka_dims is not None and max(matryoshka_dims) > self.encoder.dim:
             raise UserError(
