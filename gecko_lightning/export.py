@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 import yaml
 
 from gecko_lightning.encoder import GeckoEncoder
+from gecko_lightning.errors import UserError
 from gecko_lightning.evaluation.models import ModelLoadError, load_checkpoint_encoder, load_encoder
 from gecko_lightning.evaluation.prompts import PromptMap, format_query
 
@@ -147,26 +150,55 @@ def _find_results(given: str | None, source: Path) -> dict | None:
     return json.loads(found.read_text()) if found else None
 
 
+def _refuse_self_export(source: Path, out_dir: Path) -> None:
+    """Refuse an out_dir that is the source, holds it (a checkpoint in out_dir) or lies inside it."""
+    src, dst = source.resolve(), out_dir.resolve()
+    if dst == src or dst in src.parents or src in dst.parents:
+        raise UserError(f"cannot export {source} onto {out_dir}: the output would replace its own source; pick another out_dir")
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Replace out_dir by tmp with renames only, so an error before this point leaves out_dir untouched."""
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def export(source: str | Path, out_dir: str | Path, results: str | None = None, matryoshka_dims: list[int] | None = None,
            name: str | None = None, overwrite: bool = False) -> Path:
-    """Write the folder described in the module docstring; returns it."""
+    """Write the folder described in the module docstring; returns it.
+
+    The folder is built beside out_dir and swapped in at the end: a bad source or a crash mid-export
+    leaves a previous export exactly as it was.
+    """
     source, out_dir = Path(source), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite or pick another folder")
-        shutil.rmtree(out_dir)
+    _refuse_self_export(source, out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite or pick another folder")
     encoder, hparams = load_source(source)
     encoder.eval()
     dims = sorted(matryoshka_dims or hparams.get("matryoshka_dims") or [], reverse=True)
     prompts = gecko_prompts()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        _write_folder(tmp, encoder, hparams, dims, prompts, name or out_dir.name, _find_results(results, source))
+        _swap_in(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful swap
+    return out_dir
+
+
+def _write_folder(out_dir: Path, encoder: GeckoEncoder, hparams: dict, dims: list[int], prompts: dict[str, str],
+                  name: str, results: dict | None) -> None:
     write_sentence_transformers(encoder, out_dir, prompts)
     cfg_path = out_dir / "gecko_encoder.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["matryoshka_dims"] = dims or None
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    card = model_card(name or out_dir.name, encoder, hparams, dims, prompts, _find_results(results, source))
-    (out_dir / "README.md").write_text(card)
-    return out_dir
+    (out_dir / "README.md").write_text(model_card(name, encoder, hparams, dims, prompts, results))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         out = export(args.checkpoint, args.out_dir, args.results, args.matryoshka_dims, args.name, args.overwrite)
-    except (ModelLoadError, FileExistsError, FileNotFoundError, json.JSONDecodeError) as e:
+    except (ModelLoadError, UserError, FileExistsError, FileNotFoundError, json.JSONDecodeError) as e:
         print(f"gecko export: error: {e}", file=sys.stderr)
         return 1
     print(f"[gecko export] wrote {out}")

@@ -109,3 +109,34 @@ def test_refuses_non_empty_out_dir(tmp_path, tiny_bert, capsys):
     (tmp_path / "out" / "keep.txt").write_text("x")
     assert main([str(tmp_path / "src"), str(tmp_path / "out")]) == 1
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_failed_overwrite_leaves_old_export_byte_identical(tmp_path, tiny_bert, capsys):
+    """A mistyped source must not cost the previous export: it is only replaced once the new one is written."""
+    _encoder(tiny_bert).save_pretrained(tmp_path / "src")
+    out = export(tmp_path / "src", tmp_path / "out")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main([str(tmp_path / "no_such.ckpt"), str(out), "--overwrite"]) == 1
+    assert "no_such.ckpt: no such checkpoint" in capsys.readouterr().err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temp folder left behind
+
+
+@pytest.mark.parametrize("target", [".", "sub"])
+def test_export_onto_its_own_source_is_refused(tmp_path, tiny_bert, capsys, target):
+    src = tmp_path / "src"
+    _encoder(tiny_bert).save_pretrained(src)
+    before = sorted(p.name for p in src.iterdir())
+    assert main([str(src), str(src / target), "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "gecko export: error: cannot export" in err and "would replace its own source; pick another out_dir\n" in err
+    assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_overwrite_replaces_old_export_and_leaves_no_temp_folder(tmp_path, tiny_bert):
+    _encoder(tiny_bert).save_pretrained(tmp_path / "src")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.txt").write_text("old")
+    out = export(tmp_path / "src", tmp_path / "out", overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "modules.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
