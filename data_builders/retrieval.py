@@ -16,7 +16,10 @@ from .config import RetrieveConfig
 
 
 def load_embedder(cfg: RetrieveConfig, seed: int = 0):
-    """A `GeckoEncoder` (mean pooling + L2 norm: all-MiniLM-L6-v2's own pooling) from a folder or name."""
+    """A `GeckoEncoder` from a folder or name, pooled and normalised as its modules.json declares.
+
+    A config-only folder (random_init) declares nothing and gets mean pooling + L2 norm.
+    """
     from gecko_lightning.encoder import GeckoEncoder
 
     if cfg.random_init:  # tiny smoke-test embedder from a config: weights from a fixed seed

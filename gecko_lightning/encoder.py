@@ -1,4 +1,7 @@
-"""A Hugging Face backbone turned into a text embedder: mean pooling, optional projection, L2 norm.
+"""A Hugging Face backbone turned into a text embedder: pooling, optional projection, L2 norm.
+
+Pooling is mean (Gecko's recipe), cls or lasttoken; a sentence-transformers folder declares its own
+in modules.json and its Pooling config, and `from_pretrained` follows that declaration.
 
 No Lightning here: `GeckoModule` (module.py) trains it, evaluation and export use it as is.
 """
@@ -10,6 +13,7 @@ import os
 from contextlib import nullcontext
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,12 @@ from gecko_lightning.paths import local_model_path, resolve_path
 
 GECKO_CONFIG = "gecko_encoder.json"
 PROJECTION_WEIGHTS = "projection.pt"
+Pooling = Literal["mean", "cls", "lasttoken"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
+# sentence-transformers < 6 writes one boolean per mode in the Pooling config; 6.x writes `pooling_mode`.
+_LEGACY_POOLING_KEYS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_lasttoken": "lasttoken",
+                        "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                        "pooling_mode_weightedmean_tokens": "weightedmean"}
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -30,6 +40,57 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     """
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The state of the last token the mask keeps, so left and right padding give the same vector.
+
+    hidden: (B, T, H), attention_mask: (B, T) -> (B, H)
+    """
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)  # (T,)
+    last = (positions * attention_mask.bool()).argmax(dim=1)  # (B,) highest kept position
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """(B, T, H) token states -> (B, H); "cls" is position 0, as in sentence-transformers."""
+    if pooling == "mean":
+        return mean_pool(hidden, attention_mask)
+    if pooling == "cls":
+        return hidden[:, 0]
+    return last_token_pool(hidden, attention_mask)
+
+
+def _declared_pooling_mode(config_file: Path) -> str:
+    cfg = json.loads(config_file.read_text())
+    mode = cfg.get("pooling_mode") or [m for key, m in _LEGACY_POOLING_KEYS.items() if cfg.get(key)]
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    if len(modes) != 1 or modes[0] not in POOLINGS:
+        raise UserError(f"{config_file}: pooling {'+'.join(modes) or 'none'} is not supported; "
+                        f"GeckoEncoder pools with one of {', '.join(POOLINGS)}")
+    return modes[0]
+
+
+def declared_pooling(folder: str | os.PathLike) -> dict:
+    """{"pooling", "normalize"} that a saved folder declares; {} when it declares nothing.
+
+    Our own gecko_encoder.json first, else a sentence-transformers modules.json (a Pooling module's
+    config, and whether a Normalize module follows).
+    """
+    folder = Path(folder)
+    if (folder / GECKO_CONFIG).is_file():
+        cfg = json.loads((folder / GECKO_CONFIG).read_text())
+        if cfg.get("pooling", "mean") not in POOLINGS:
+            raise UserError(f"{folder / GECKO_CONFIG}: pooling {cfg['pooling']!r} is not one of {', '.join(POOLINGS)}")
+        return {"pooling": cfg.get("pooling", "mean"), "normalize": cfg.get("normalize", True)}
+    if not (folder / "modules.json").is_file():
+        return {}
+    modules = json.loads((folder / "modules.json").read_text())
+    kinds = {m["type"].rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
+    declared = {"normalize": "Normalize" in kinds}
+    if "Pooling" in kinds:
+        declared["pooling"] = _declared_pooling_mode(folder / kinds["Pooling"] / "config.json")
+    return declared
 
 
 def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: str | None = None, **kwargs) -> nn.Module:
@@ -59,7 +120,7 @@ def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: st
 
 
 class GeckoEncoder(nn.Module):
-    """Backbone + mean pooling + optional linear projection + optional L2 normalisation.
+    """Backbone + pooling (mean, cls or lasttoken) + optional linear projection + optional L2 normalisation.
 
     forward(input_ids (B, T), attention_mask (B, T)) -> (B, D) embeddings.
     """
@@ -71,8 +132,12 @@ class GeckoEncoder(nn.Module):
         projection_dim: int | None = None,
         normalize: bool = True,
         max_length: int = 512,
+        pooling: Pooling = "mean",
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.normalize = normalize
@@ -91,22 +156,28 @@ class GeckoEncoder(nn.Module):
         random_init: bool = False,
         tokenizer: str | None = None,
         projection_dim: int | None = None,
-        normalize: bool = True,
+        normalize: bool | None = None,
         max_length: int = 512,
         attn_implementation: str | None = None,
+        pooling: Pooling | None = None,
         **hf_kwargs,
     ) -> GeckoEncoder:
-        """Load a Hub name, a local folder or `package:<pkg>/<sub>`; a `save_pretrained` folder restores the projection."""
+        """Load a Hub name, a local folder or `package:<pkg>/<sub>`; a `save_pretrained` folder restores the projection.
+
+        pooling / normalize: None follows what the folder declares (`declared_pooling`), else mean / True.
+        """
         name_or_path = local_model_path(resolve_path(str(name_or_path)))
         tokenizer = local_model_path(resolve_path(tokenizer), "tokenizer") if tokenizer else None
         saved = Path(name_or_path) / GECKO_CONFIG
         if saved.is_file():
             cfg = json.loads(saved.read_text())
-            projection_dim, normalize = cfg.get("projection_dim"), cfg.get("normalize", True)
-            max_length = cfg.get("max_length", max_length)
+            projection_dim, max_length = cfg.get("projection_dim"), cfg.get("max_length", max_length)
+        declared = declared_pooling(name_or_path) if Path(name_or_path).is_dir() else {}
+        pooling = pooling or declared.get("pooling", "mean")
+        normalize = declared.get("normalize", True) if normalize is None else normalize
         backbone = _load_backbone(name_or_path, random_init, attn_implementation, **hf_kwargs)
         tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, **hf_kwargs)
-        enc = cls(backbone, tok, projection_dim=projection_dim, normalize=normalize, max_length=max_length)
+        enc = cls(backbone, tok, projection_dim=projection_dim, normalize=normalize, max_length=max_length, pooling=pooling)
         weights = Path(name_or_path) / PROJECTION_WEIGHTS
         if enc.projection is not None and weights.is_file():
             enc.projection.load_state_dict(torch.load(weights, map_location="cpu"))
@@ -114,7 +185,7 @@ class GeckoEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        emb = mean_pool(out.last_hidden_state, attention_mask)  # (B, H)
+        emb = pool(out.last_hidden_state, attention_mask, self.pooling)  # (B, H)
         if self.projection is not None:
             emb = self.projection(emb)  # (B, D)
         if self.normalize if normalize is None else normalize:
@@ -167,7 +238,7 @@ class GeckoEncoder(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
-        cfg = {"pooling": "mean", "normalize": self.normalize, "projection_dim": self.projection.out_features if self.projection else None, "max_length": self.max_length}
+        cfg = {"pooling": self.pooling, "normalize": self.normalize, "projection_dim": self.projection.out_features if self.projection else None, "max_length": self.max_length}
         (out_dir / GECKO_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
         if self.projection is not None:
             torch.save(self.projection.state_dict(), out_dir / PROJECTION_WEIGHTS)

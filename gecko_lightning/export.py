@@ -2,7 +2,7 @@
 
 Layout written (sentence-transformers convention, backbone at the root so `AutoModel` loads it too):
     config.json, model.safetensors, tokenizer files      the backbone (AutoModel.from_pretrained(out))
-    modules.json, sentence_bert_config.json              Transformer -> 1_Pooling (mean) [-> 2_Dense] -> 3_Normalize
+    modules.json, sentence_bert_config.json              Transformer -> 1_Pooling (the encoder's) [-> 2_Dense] -> 3_Normalize
     config_sentence_transformers.json                    Gecko prompts as named prompts, cosine similarity
     gecko_encoder.json, projection.pt                    so GeckoEncoder.from_pretrained(out) restores it exactly
     README.md                                            model card: usage, prompts, Matryoshka dims, config, eval results
@@ -28,6 +28,8 @@ from gecko_lightning.evaluation.models import ModelLoadError, load_checkpoint_en
 from gecko_lightning.evaluation.prompts import PromptMap, format_query
 
 RESULT_NAMES = ("results.json", "eval_results.json")
+POOLING_WORDS = {"mean": "mean pooling over all tokens (task prefix included)", "cls": "the first ([CLS]) token's state",
+                 "lasttoken": "the last non-padding token's state"}
 
 
 def gecko_prompts(prompt_map: PromptMap | None = None) -> dict[str, str]:
@@ -58,7 +60,7 @@ def write_sentence_transformers(encoder: GeckoEncoder, out_dir: Path, prompts: d
     Transformer, Pooling, Dense, Normalize = _st_modules()
     encoder.save_pretrained(out_dir)  # backbone + tokenizer + gecko_encoder.json (+ projection.pt)
     hidden = encoder.projection.in_features if encoder.projection is not None else encoder.dim
-    modules = [Transformer(str(out_dir), max_seq_length=encoder.max_length), Pooling(hidden, pooling_mode="mean", include_prompt=True)]
+    modules = [Transformer(str(out_dir), max_seq_length=encoder.max_length), Pooling(hidden, pooling_mode=encoder.pooling, include_prompt=True)]
     if encoder.projection is not None:
         proj = encoder.projection
         modules.append(Dense(hidden, proj.out_features, bias=proj.bias is not None, activation_function=torch.nn.Identity(),
@@ -91,7 +93,7 @@ tags: [sentence-transformers, feature-extraction, sentence-similarity, gecko, ma
 
 # {name}
 
-A Gecko-style text embedder trained with gecko_lightning: mean pooling over all tokens (task prefix included),
+A Gecko-style text embedder trained with gecko_lightning: {POOLING_WORDS[encoder.pooling]},
 {'a linear projection to ' + str(encoder.dim) + ' dims, ' if encoder.projection is not None else ''}L2 normalisation, cosine similarity.
 Maximum input length: {encoder.max_length} tokens. Embedding width: {encoder.dim}.
 
@@ -106,7 +108,7 @@ d = model.encode(["title: Tide | text: Tides are the rise and fall of sea levels
 print(model.similarity(q, d)){trunc_line}
 ```
 
-`transformers.AutoModel.from_pretrained("{name}")` loads the backbone alone (apply mean pooling{', the projection in 2_Dense' if encoder.projection is not None else ''} and L2 normalisation yourself).
+`transformers.AutoModel.from_pretrained("{name}")` loads the backbone alone (apply {encoder.pooling} pooling{', the projection in 2_Dense' if encoder.projection is not None else ''} and L2 normalisation yourself).
 
 ## Input format and prompts
 

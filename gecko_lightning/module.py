@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from gecko_lightning.encoder import GeckoEncoder
+from gecko_lightning.encoder import GeckoEncoder, Pooling
 from gecko_lightning.errors import UserError
 from gecko_lightning.losses import HARD_NEGATIVES, contrastive_loss, in_batch_accuracy, matryoshka_loss
 from gecko_lightning.rng import rng_states, set_rng_states
@@ -42,6 +42,7 @@ class GeckoModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         attn_implementation: str | None = None,
+        pooling: Pooling | None = None,
     ) -> None:
         """
         Args:
@@ -66,6 +67,8 @@ class GeckoModule(L.LightningModule):
             attn_implementation: transformers' attention switch for the backbone: "sdpa", "eager",
                 or "flash_attention_2" (CUDA, flash-attn installed), with which attention skips the
                 pad tokens the mask marks; None keeps transformers' default (sdpa where supported).
+            pooling: "mean" (the paper), "cls" or "lasttoken" (the last token the attention mask keeps);
+                None follows the base model's folder (a sentence-transformers modules.json), else mean.
         """
         super().__init__()
         if not temperature > 0:
@@ -77,7 +80,8 @@ class GeckoModule(L.LightningModule):
         self.save_hyperparameters()
         self.encoder = GeckoEncoder.from_pretrained(
             model_name_or_path, random_init=random_init, tokenizer=tokenizer, projection_dim=projection_dim,
-            max_length=max_length, attn_implementation=attn_implementation,
+            max_length=max_length, attn_implementation=attn_implementation, pooling=pooling,
+            normalize=True,  # the loss compares cosines, whatever the base folder declares
         )
         if matryoshka_dims is not None and max(matryoshka_dims) > self.encoder.dim:
             raise UserError(
@@ -206,7 +210,7 @@ def _split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 
 def _drop_unused_pooler(backbone: nn.Module) -> None:
-    """Mean pooling never reads the [CLS] pooler of BERT-like backbones (their forward skips a None
+    """Our pooling never reads the [CLS] pooler of BERT-like backbones (their forward skips a None
     pooler). Its parameters would get no gradient, which DDP's reducer rejects at the first step."""
     if isinstance(getattr(backbone, "pooler", None), nn.Module):
         backbone.pooler = None

@@ -49,25 +49,17 @@ def _sentence_transformers_max_length(folder: Path) -> int | None:
     return json.loads(cfg.read_text()).get("max_seq_length") if cfg.is_file() else None
 
 
-def _check_pooling(folder: Path) -> None:
-    pooling = folder / "1_Pooling" / "config.json"
-    # sentence-transformers < 6 writes `pooling_mode_mean_tokens: true`, 6.x writes `pooling_mode: "mean"`.
-    cfg = json.loads(pooling.read_text()) if pooling.is_file() else None
-    if cfg is not None and not (cfg.get("pooling_mode_mean_tokens") or cfg.get("pooling_mode") == "mean"):
-        raise ModelLoadError(f"{pooling}: this model does not use mean pooling, which GeckoEncoder assumes")
-
-
 def load_encoder(spec: str, max_length: int | None = None) -> GeckoEncoder:
     """GeckoEncoder from a `.ckpt` file, a local folder (exported, saved or sentence-transformers) or a Hub name.
 
     max_length: None keeps the model's own limit (sentence_bert_config.json's max_seq_length when present).
+    Pooling and normalisation are the folder's own (modules.json), see `GeckoEncoder.from_pretrained`.
     """
     spec = resolve_path(spec)  # `package:<pkg>/<sub>` is a local folder too
     path = Path(spec)
     if path.is_file():
         encoder, _ = load_checkpoint_encoder(path)
     elif path.is_dir():
-        _check_pooling(path)
         encoder = GeckoEncoder.from_pretrained(path, max_length=_sentence_transformers_max_length(path) or 512)
     elif spec.endswith(".ckpt") or spec.startswith((".", "/")):
         raise ModelLoadError(f"--model {spec}: no such file or folder")
