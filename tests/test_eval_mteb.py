@@ -43,19 +43,19 @@ def test_wrapper_runs_mteb_and_writes_its_result_files(encoder, tmp_path, monkey
 def test_unknown_task_name_is_named(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown MTEB task or benchmark 'STSBenchmarkk'"):
         resolve_tasks(["STSBenchmarkk"])
-    assert main(["--model", str(tmp_path), "--mteb", "NoSuchTask"]) == 1
+    assert main(["--model", str(tmp_path), "--mteb", "NoSuchTask"]) == 2  # a user error
     assert "unknown MTEB task or benchmark 'NoSuchTask'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_offline_mteb_says_data_is_not_cached(tmp_path):
-    """`gecko eval --mteb STSBenchmark` with HF_HUB_OFFLINE=1 and an empty cache: a clear message, exit 1."""
+    """`gecko eval --mteb STSBenchmark` with HF_HUB_OFFLINE=1 and an empty cache: a clear message, exit 2."""
     model = tmp_path / "model"
     torch.manual_seed(0)
     GeckoEncoder.from_pretrained(REPO / "configs/assets/tiny-bert", random_init=True).save_pretrained(model)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1"}
     res = subprocess.run([sys.executable, "-m", "gecko_lightning", "eval", "--model", str(model), "--mteb", "STSBenchmark",
                           "--mteb-output", str(tmp_path / "mteb")], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 1, res.stderr[-2000:]
+    assert res.returncode == 2, res.stderr[-2000:]  # a user error
     assert "MTEB data for task 'STSBenchmark' is not cached" in res.stderr
     assert f"HF_HOME={tmp_path / 'hf'}" in res.stderr and "load_data()" in res.stderr
