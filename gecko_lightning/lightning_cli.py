@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from jsonargparse import set_parsing_settings
 from lightning import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
@@ -75,6 +76,7 @@ def run_lightning_cli(argv: list[str]) -> GeckoCLI:
     # there, hand it the normalised order through sys.argv instead.
     if argv == sys.argv[1:]:
         sys.argv[1:], args = args, None
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     with exit_on_user_error(f"gecko {argv[0] if argv else 'fit'}"):
         return GeckoCLI(
             GeckoModule,
@@ -84,5 +86,7 @@ def run_lightning_cli(argv: list[str]) -> GeckoCLI:
             save_config_callback=GeckoSaveConfig,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"logger": {"class_path": WANDB_LOGGER}, "callbacks": [Throughput()]},
-            parser_kwargs={"parser_mode": "omegaconf", "allow_abbrev": False},
+            # omegaconf+ resolves `${model.max_length}` after every config file and flag is merged, so
+            # `--model.max_length=128` reaches the values derived from it; the paths stay absolute in YAML.
+            parser_kwargs={"parser_mode": "omegaconf+", "allow_abbrev": False},
         )

@@ -28,8 +28,21 @@ def test_training_config_parses_with_lightning_cli(config, capsys, monkeypatch):
     with pytest.raises(SystemExit) as e:
         run_lightning_cli(["fit", "--config", str(config), "--print_config"])
     assert e.value.code in (0, None)
-    printed = yaml.safe_load(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    printed = yaml.safe_load(out)
     assert printed["model"]["model_name_or_path"] and printed["data"]["class_path"]
+    assert "${" not in out  # every interpolation resolved
+
+
+def test_interpolated_lengths_follow_a_command_line_override(capsys, monkeypatch):
+    """configs/demo.yaml derives doc_max_length from model.max_length; a flag must reach both (omegaconf+)."""
+    monkeypatch.chdir(REPO)
+    assert "${model.max_length}" in (REPO / "configs" / "demo.yaml").read_text()
+    for flags, expected in [([], 256), (["--model.max_length=128"], 128)]:
+        with pytest.raises(SystemExit):
+            run_lightning_cli(["fit", "--config", "configs/demo.yaml", *flags, "--print_config"])
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["max_length"] == printed["data"]["init_args"]["doc_max_length"] == expected
 
 
 @pytest.mark.parametrize("flag", ["--model.temperatur=0.1", "--model.temprature=0.1"])
