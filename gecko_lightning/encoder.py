@@ -93,6 +93,18 @@ def declared_pooling(folder: str | os.PathLike) -> dict:
     return declared
 
 
+def _declaring_folder(name_or_path: str, revision: str | None = None) -> Path | None:
+    """The folder whose files declare pooling: the path itself, or a Hub model's (cached) snapshot."""
+    if Path(name_or_path).is_dir():
+        return Path(name_or_path)
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=["modules.json", "*/config.json", GECKO_CONFIG]))
+    except Exception:  # noqa: BLE001 - offline and not cached, or not on the Hub: nothing is declared
+        return None
+
+
 def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: str | None = None, **kwargs) -> nn.Module:
     """AutoModel from the Hub or a folder; T5-style configs load their encoder only.
 
@@ -172,7 +184,8 @@ class GeckoEncoder(nn.Module):
         if saved.is_file():
             cfg = json.loads(saved.read_text())
             projection_dim, max_length = cfg.get("projection_dim"), cfg.get("max_length", max_length)
-        declared = declared_pooling(name_or_path) if Path(name_or_path).is_dir() else {}
+        folder = _declaring_folder(name_or_path, hf_kwargs.get("revision"))
+        declared = declared_pooling(folder) if folder is not None else {}
         pooling = pooling or declared.get("pooling", "mean")
         normalize = declared.get("normalize", True) if normalize is None else normalize
         backbone = _load_backbone(name_or_path, random_init, attn_implementation, **hf_kwargs)

@@ -119,3 +119,15 @@ def test_export_keeps_the_declared_pooling(tmp_path, tiny_bert):
     assert declared_pooling(out) == {"pooling": "lasttoken", "normalize": False}
     theirs = SentenceTransformer(str(out), device="cpu").encode(TEXTS, convert_to_tensor=True).cpu()
     torch.testing.assert_close(load_encoder(str(folder)).encode(TEXTS), theirs, atol=1e-5, rtol=0)
+
+
+def test_a_hub_name_reads_the_declaration_from_its_snapshot(tmp_path, tiny_bert, monkeypatch):
+    """A Hub name is looked up in its (cached) snapshot, as `HF_HUB_OFFLINE=1` with a filled cache does."""
+    import huggingface_hub
+
+    from gecko_lightning.encoder import _declaring_folder
+
+    folder = _st_folder(tmp_path, tiny_bert, "cls", True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name, **kw: str(folder) if name == "org/cls-model" else 1 / 0)
+    assert declared_pooling(_declaring_folder("org/cls-model")) == {"pooling": "cls", "normalize": True}
+    assert _declaring_folder("org/unknown") is None
