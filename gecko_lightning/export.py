@@ -164,7 +164,12 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     if out_dir.exists():
         out_dir.rename(old)
-    tmp.rename(out_dir)
+    try:
+        tmp.rename(out_dir)
+    except OSError:
+        if old.exists():  # put the previous export back before reporting the failure
+            old.rename(out_dir)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

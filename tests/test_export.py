@@ -140,3 +140,21 @@ def test_overwrite_replaces_old_export_and_leaves_no_temp_folder(tmp_path, tiny_
     out = export(tmp_path / "src", tmp_path / "out", overwrite=True)
     assert not (out / "stale.txt").exists() and (out / "modules.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+
+
+def test_crash_while_writing_leaves_old_export_and_no_temp_folder(tmp_path, tiny_bert, monkeypatch):
+    import gecko_lightning.export as export_module
+
+    _encoder(tiny_bert).save_pretrained(tmp_path / "src")
+    out = export(tmp_path / "src", tmp_path / "out")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def half_written(encoder, folder, prompts):
+        (folder / "modules.json").write_text("[]")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export_module, "write_sentence_transformers", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        export(tmp_path / "src", out, overwrite=True)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
