@@ -33,6 +33,7 @@ SCHEDULING_BACKENDS = ("vllm", "openai")
 
 
 def _submission(ctx: Context, in_process: int) -> int:
+    """Prompts per backend call: `llm.submit_size` for vllm/openai, else `in_process`."""
     return ctx.cfg.llm.submit_size if ctx.cfg.llm.backend in SCHEDULING_BACKENDS else in_process
 
 
@@ -143,8 +144,8 @@ def rerank(ctx: Context) -> dict[str, Any]:
         ql = load_prompt(cfg.rerank.ql_prompt, ("context", "continuation"))
         rc = load_prompt(cfg.rerank.rc_prompt, ("prompt", "labels"))
         ctx.prompt_versions.update(ql=ql.version, rc=rc.version)
-    # All pairs of a chunk of queries go to the backend at once (one query at a time in-process).
-    per_chunk = max(1, _submission(ctx, 0) // max(1, cfg.retrieve.top_n)) if cfg.llm.backend in SCHEDULING_BACKENDS else 1
+    # All pairs of a chunk of queries go to the backend at once (one query at a time in-process: 0 // n -> 1).
+    per_chunk = max(1, _submission(ctx, 0) // max(1, cfg.retrieve.top_n))
     out, failed = [], 0
     bar = tqdm(total=len(rows), desc="rerank", unit="query")
     for start in range(0, len(rows), per_chunk):
