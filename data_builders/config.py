@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -21,8 +21,12 @@ import yaml
 class CorpusConfig:
     path: str = "configs/assets/tiny_corpus/corpus.jsonl"
     """JSONL/Parquet file with `_id` (or `id`), `title`, `text`; or a Hugging Face dataset name (online only)."""
+    config: str | None = None
+    """Hub dataset configuration name (BEIR/mteb corpora live in the `corpus` config)."""
     split: str = "train"
-    """Split to read when `path` is a Hugging Face dataset name."""
+    """Split to read when `path` is a Hugging Face dataset (a Hub name or a local folder in the Hub layout)."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Column map {id, title, text} -> the corpus's own column names, e.g. {id: doc_id, text: body}."""
     limit: int | None = None
     """Read only the first `limit` passages (the corpus that retrieval searches)."""
     num_seeds: int | None = None
@@ -35,7 +39,7 @@ class CorpusConfig:
 
 @dataclass
 class LLMConfig:
-    backend: str = "transformers"
+    backend: Literal["transformers", "vllm", "openai", "fake"] = "transformers"
     """transformers (in-process) | vllm (vLLM's offline engine, in-process) | openai (any
     OpenAI-compatible server, e.g. `vllm serve`) | fake (a deterministic stand-in for tests)."""
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -84,7 +88,7 @@ class LLMConfig:
     max_failures: int = 100
     """openai: calls that may still fail after `max_retries` in one stage before the build stops.
     Failed calls are not cached, counted in the manifest (`llm_failures`), and retried by a re-run."""
-    ql_method: str = "prompt_logprobs"
+    ql_method: Literal["prompt_logprobs", "echo"] = "prompt_logprobs"
     """openai: `prompt_logprobs` (vLLM) or `echo` (echo + logprobs, for servers without it). Both
     send token ids and read the query's log-probs by position, so BOS never shifts them."""
     rc_top_logprobs: int = 20
@@ -105,7 +109,7 @@ class GenerateConfig:
     """Few-shot examples per call, sampled per seed so no single example dominates."""
     task_types: list[str] | None = None
     """Sample only these task types of the prompt file (default: all of them)."""
-    fallback: str = "none"
+    fallback: Literal["none", "extractive"] = "none"
     """none | extractive. `extractive` turns an unparseable output into a sentence-lookup query cut from
     the passage; only for smoke tests with a random tiny LM."""
 
@@ -126,7 +130,7 @@ class RetrieveConfig:
     top_n: int = 20
     query_format: str = "{task} {query}"
     doc_format: str = "{title} {text}"
-    index: str = "flat"
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
     """flat (exact inner product) | ivf | hnsw."""
     nlist: int = 100
     nprobe: int = 10
@@ -136,7 +140,7 @@ class RetrieveConfig:
 
 @dataclass
 class RerankConfig:
-    mode: str = "separate"
+    mode: Literal["separate", "joint"] = "separate"
     """separate: QL and RC from their own prompts; joint: both from one forward pass (`joint_prompt`)."""
     ql_prompt: str = "ql-v1"
     rc_prompt: str = "rc-v1"
@@ -145,16 +149,16 @@ class RerankConfig:
 
 @dataclass
 class SelectConfig:
-    positive: str = "llm_top1"
+    positive: Literal["llm_top1", "seed"] = "llm_top1"
     """llm_top1 (the fused top candidate) | seed."""
-    negative: str = "lowest"
+    negative: Literal["lowest", "random", "none"] = "lowest"
     """lowest (rank N) | random (another candidate) | none."""
 
 
 @dataclass
 class ExportConfig:
     shard_size: int = 100_000
-    format: str = "jsonl"
+    format: Literal["jsonl", "jsonl.gz", "parquet"] = "jsonl"
     """jsonl | jsonl.gz | parquet."""
 
 
@@ -162,6 +166,14 @@ class ExportConfig:
 class CacheConfig:
     path: str | None = None
     """SQLite file; default `<output_dir>/llm_cache.sqlite`. Share it between builds to reuse calls."""
+
+
+@dataclass
+class ShardConfig:
+    index: int | None = None
+    """This process builds shard `index` (0-based) of `count`; default `$SLURM_ARRAY_TASK_ID`."""
+    count: int | None = None
+    """Number of shards the seeds are split into; default `$SLURM_ARRAY_TASK_COUNT` (1 outside an array job)."""
 
 
 @dataclass
@@ -176,6 +188,7 @@ class BuildConfig:
     select: SelectConfig = field(default_factory=SelectConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
