@@ -134,27 +134,16 @@ def _logsumexp(values: list[float]) -> float:
 
 
 def rerank(ctx: Context) -> dict[str, Any]:
-    cfg, llm = ctx.cfg, ctx.llm()
+    llm = ctx.llm()
     by_id = {r["id"]: r for r in read_jsonl(ctx.stage_file("corpus"))}
     rows = read_jsonl(ctx.stage_file("retrieve"))
-    if cfg.rerank.mode == "joint":
-        joint = load_prompt(cfg.rerank.joint_prompt, ("context", "continuation", "suffix", "labels"))
-        ctx.prompt_versions.update(qlrc=joint.version)
-    else:
-        ql = load_prompt(cfg.rerank.ql_prompt, ("context", "continuation"))
-        rc = load_prompt(cfg.rerank.rc_prompt, ("prompt", "labels"))
-        ctx.prompt_versions.update(ql=ql.version, rc=rc.version)
-    # All pairs of a chunk of queries go to the backend at once (one query at a time in-process: 0 // n -> 1).
-    per_chunk = max(1, _submission(ctx, 0) // max(1, cfg.retrieve.top_n))
+    prompts, per_chunk = rerank_prompts(ctx), rerank_chunk(ctx)
     out, failed = [], 0
     bar = tqdm(total=len(rows), desc="rerank", unit="query")
     for start in range(0, len(rows), per_chunk):
         chunk = rows[start : start + per_chunk]
         pairs = [(row, passage_text(by_id[c]["title"], by_id[c]["text"])) for row in chunk for c in row["candidates"]]
-        if cfg.rerank.mode == "joint":
-            scores = _joint_scores(ctx, llm, joint, pairs)
-        else:
-            scores = [(q, r) for q, r in zip(_ql_scores(ctx, llm, ql, pairs), _rc_scores(ctx, llm, rc, pairs))]
+        scores = score_pairs(ctx, llm, prompts, pairs)
         at = 0
         for row in chunk:
             mine, at = scores[at : at + len(row["candidates"])], at + len(row["candidates"])
@@ -167,6 +156,33 @@ def rerank(ctx: Context) -> dict[str, Any]:
     write_jsonl(ctx.stage_file("rerank"), out)
     scored = sum(len(r["candidates"]) for r in out)
     return {"queries": len(out), "scored_pairs": scored, "queries_failed": failed}
+
+
+def rerank_prompts(ctx: Context) -> dict[str, Any]:
+    """The prompts of `rerank.mode` by call kind (`qlrc`, or `ql` and `rc`); their versions go to the manifest."""
+    rr = ctx.cfg.rerank
+    if rr.mode == "joint":
+        prompts = {"qlrc": load_prompt(rr.joint_prompt, ("context", "continuation", "suffix", "labels"))}
+    else:
+        prompts = {"ql": load_prompt(rr.ql_prompt, ("context", "continuation")), "rc": load_prompt(rr.rc_prompt, ("prompt", "labels"))}
+    ctx.prompt_versions.update({kind: p.version for kind, p in prompts.items()})
+    return prompts
+
+
+def rerank_chunk(ctx: Context) -> int:
+    """Queries whose pairs go to the backend at once (one query at a time in-process: 0 // n -> 1)."""
+    return max(1, _submission(ctx, 0) // max(1, ctx.cfg.retrieve.top_n))
+
+
+def score_pairs(ctx: Context, llm, prompts: dict[str, Any], pairs: list[tuple[dict[str, Any], str]]) -> list[tuple]:
+    """(QL, RC) per (row with `task` and `query`, passage text) pair, through the cache (stage `rerank`).
+
+    A score the backend could not get is `CallFailed`. `gecko eval rerank` scores BEIR pairs with
+    this same function, so its calls share the build's cache keys.
+    """
+    if "qlrc" in prompts:
+        return _joint_scores(ctx, llm, prompts["qlrc"], pairs)
+    return list(zip(_ql_scores(ctx, llm, prompts["ql"], pairs), _rc_scores(ctx, llm, prompts["rc"], pairs)))
 
 
 def _ql_scores(ctx, llm, prompt, pairs) -> list:
