@@ -19,6 +19,8 @@ import yaml
 
 @dataclass
 class CorpusConfig:
+    """`corpus`: where the passages come from, how many seeds are drawn and their token budget."""
+
     path: str = "configs/assets/tiny_corpus/corpus.jsonl"
     """JSONL/Parquet file with `_id` (or `id`), `title`, `text`; or a Hugging Face dataset name (online only)."""
     config: str | None = None
@@ -39,6 +41,8 @@ class CorpusConfig:
 
 @dataclass
 class LLMConfig:
+    """`llm`: the backend that generates queries and scores (QL, RC) candidates."""
+
     backend: Literal["transformers", "vllm", "openai", "fake"] = "transformers"
     """transformers (in-process) | vllm (vLLM's offline engine, in-process) | openai (any
     OpenAI-compatible server, e.g. `vllm serve`) | fake (a deterministic stand-in for tests)."""
@@ -54,14 +58,17 @@ class LLMConfig:
     dtype: str = "float32"
     """transformers and vllm: float32 | bfloat16 | float16 (vllm also takes `auto`)."""
     device: str = "auto"
+    """transformers: auto (CUDA when present, else CPU) | cpu | cuda | cuda:N."""
     chat_template: bool = True
     """Wrap generation prompts in the tokenizer's chat template when it has one."""
     max_new_tokens: int = 48
+    """Generation budget per seed: the task and query lines."""
     temperature: float = 0.0
     """0 is greedy; > 0 samples with a seed derived from the batch, so runs repeat exactly."""
     stop: list[str] = field(default_factory=lambda: ["\n\n"])
     """Generation stops at these strings (after the two answer lines), saving decode steps."""
     gen_batch_size: int = 8
+    """transformers: generation prompts per padded batch (vllm/openai use `submit_size`)."""
     score_batch_size: int = 20
     """Sequences per forward pass when scoring; QL/RC of one query's N candidates fit in one or a few."""
     tensor_parallel_size: int = 1
@@ -78,13 +85,17 @@ class LLMConfig:
     submit_size: int = 1024
     """vllm/openai: prompts handed to the engine or server at once; results are cached per submission."""
     base_url: str = "http://127.0.0.1:8000/v1"
+    """openai: the server's base URL, up to `/v1`."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable that holds the API key (never put keys in configs)."""
     concurrency: int = 64
     """openai: requests in flight at once (one async client for the whole build)."""
     timeout_s: float = 60.0
+    """openai: seconds before one request is abandoned (and retried)."""
     max_retries: int = 5
+    """openai: retries of a call after a timeout, a connection error, malformed JSON or HTTP 408/409/429/5xx."""
     backoff_s: float = 1.0
+    """openai: the first retry waits this many seconds; each further retry waits twice as long."""
     max_failures: int = 100
     """openai: calls that may still fail after `max_retries` in one stage before the build stops.
     Failed calls are not cached, counted in the manifest (`llm_failures`), and retried by a re-run."""
@@ -103,6 +114,8 @@ class LLMConfig:
 
 @dataclass
 class GenerateConfig:
+    """`generate`: the few-shot prompt that asks the LLM for a (task, query) per seed."""
+
     prompt: str = "generate-v1"
     """Prompt file name in `data_builders/prompts/` (or a path to a YAML prompt file)."""
     shots: int = 3
@@ -116,39 +129,60 @@ class GenerateConfig:
 
 @dataclass
 class FilterConfig:
+    """`filter`: optional consistency filters applied after retrieval."""
+
     round_trip_top_k: int | None = None
     """Keep a query only if its seed ranks within the top k of its own retrieval (Promptagator)."""
 
 
 @dataclass
 class RetrieveConfig:
+    """`retrieve`: the embedder and index that find each query's top-N candidate passages."""
+
     embedder: str = "sentence-transformers/all-MiniLM-L6-v2"
     """HF/sentence-transformers folder or name, a `gecko export` folder, or `package:<pkg>/<sub>`."""
     random_init: bool = False
+    """Build the embedder from its config with random weights (tiny test models only)."""
     max_length: int = 256
+    """Token limit for queries and passages when embedding."""
     batch_size: int = 64
+    """Texts per embedding batch."""
     top_n: int = 20
+    """Candidates retrieved per query, the ones the LLM re-ranks (the paper: 20)."""
     query_format: str = "{task} {query}"
+    """How a query's `task` and `query` are joined into the text the embedder reads."""
     doc_format: str = "{title} {text}"
+    """How a passage's `title` and `text` are joined into the text the embedder reads."""
     index: Literal["flat", "ivf", "hnsw"] = "flat"
     """flat (exact inner product) | ivf | hnsw."""
     nlist: int = 100
+    """ivf: number of clusters."""
     nprobe: int = 10
+    """ivf: clusters searched per query."""
     hnsw_m: int = 32
+    """hnsw: neighbours per graph node."""
     device: str = "auto"
+    """auto (CUDA when present, else CPU) | cpu | cuda | cuda:N: where the embedder runs."""
 
 
 @dataclass
 class RerankConfig:
+    """`rerank`: the QL and RC prompts whose ranks are fused (1/r_QL + 1/r_RC)."""
+
     mode: Literal["separate", "joint"] = "separate"
     """separate: QL and RC from their own prompts; joint: both from one forward pass (`joint_prompt`)."""
     ql_prompt: str = "ql-v1"
+    """separate: the query-likelihood prompt (a name in `data_builders/prompts/` or a YAML path)."""
     rc_prompt: str = "rc-v1"
+    """separate: the relevance-classification prompt."""
     joint_prompt: str = "qlrc-v1"
+    """joint: the prompt that yields QL and RC from one forward pass."""
 
 
 @dataclass
 class SelectConfig:
+    """`select`: which candidates become the positive and the hard negative (no LLM calls)."""
+
     positive: Literal["llm_top1", "seed"] = "llm_top1"
     """llm_top1 (the fused top candidate) | seed."""
     negative: Literal["lowest", "random", "none"] = "lowest"
@@ -157,19 +191,26 @@ class SelectConfig:
 
 @dataclass
 class ExportConfig:
+    """`export`: how records are written into shards beside `manifest.json`."""
+
     shard_size: int = 100_000
+    """Records per shard file."""
     format: Literal["jsonl", "jsonl.gz", "parquet"] = "jsonl"
     """jsonl | jsonl.gz | parquet."""
 
 
 @dataclass
 class CacheConfig:
+    """`cache`: the SQLite file that remembers every LLM call."""
+
     path: str | None = None
     """SQLite file; default `<output_dir>/llm_cache.sqlite`. Share it between builds to reuse calls."""
 
 
 @dataclass
 class ShardConfig:
+    """`shard`: split the seeds over independent processes (e.g. a Slurm array)."""
+
     index: int | None = None
     """This process builds shard `index` (0-based) of `count`; default `$SLURM_ARRAY_TASK_ID`."""
     count: int | None = None
@@ -178,7 +219,10 @@ class ShardConfig:
 
 @dataclass
 class BuildConfig:
+    """One FRet build: the sections below, each a typed dataclass whose defaults YAML and flags override."""
+
     output_dir: str = "outputs/fret"
+    """Where `stages/`, the record shards, `manifest.json` and (by default) the LLM cache go."""
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
