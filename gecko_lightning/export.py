@@ -26,6 +26,7 @@ from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.errors import UserError
 from gecko_lightning.evaluation.models import ModelLoadError, load_checkpoint_encoder, load_encoder
 from gecko_lightning.evaluation.prompts import PromptMap, format_query
+from gecko_lightning.evaluation.results import scores_of
 
 RESULT_NAMES = ("results.json", "eval_results.json")
 POOLING_WORDS = {"mean": "mean pooling over all tokens (task prefix included)", "cls": "the first ([CLS]) token's state",
@@ -74,7 +75,7 @@ def write_sentence_transformers(encoder: GeckoEncoder, out_dir: Path, prompts: d
 def _card_results(results: dict | None) -> str:
     if not results:
         return "No evaluation results were given (`gecko export ... --results results.json`)."
-    rows = [f"| {ds} | {m} | {v:.2f} |" for ds, per in results.items() for m, v in per.items()]
+    rows = [f"| {ds} | {m} | {v:.2f} |" for ds, per in scores_of(results).items() for m, v in per.items()]
     return "\n".join(["| dataset | metric | score |", "| --- | --- | ---: |", *rows])
 
 

@@ -1,19 +1,22 @@
-"""`gecko report RUNS_DIR | ENTITY/PROJECT`: finished runs -> a Table-2 style Markdown table and a PNG.
+"""`gecko report RUNS_DIR | ENTITY/PROJECT | EVAL.json...`: finished runs -> a Table-2 style Markdown table and a PNG.
 
     gecko report outputs/sweeps/gecko-ablations                # offline runs (any folder holding wandb/ runs)
     gecko report my-team/gecko-ablations                       # online runs, through the W&B API
     gecko report RUNS --by model.hard_negatives,model.same_tower --metric eval/ndcg_at_10@256
+    gecko report base.json seeds/ --output report.md           # `gecko eval --output` files: report_evals.py
 
 Runs are grouped into cells by `--by` (default positive,negative: the FRet variant, read from the
 data manifest the run logged, else from the data folder's name), and each cell reports the mean ±
 sample std of the metric over its seeds, as in the paper's Table 2 / Figure 4. Offline runs are
 read straight from their `.wandb` files (a LevelDB-style log of protobuf records), so no server
-and no `wandb sync` are needed.
+and no `wandb sync` are needed. Sources that are not one W&B folder or project are `gecko eval
+--output` files, grouped by the labels stored in them (report_evals.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import re
 import statistics
@@ -23,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from gecko_lightning.errors import debug
 
 _BLOCK, _HEADER = 32768, 7  # the .wandb log: 32 KiB blocks, 7-byte chunk headers (crc32, length, type)
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
@@ -244,29 +249,56 @@ def collect(source: str) -> list[dict[str, Any]]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gecko report", description=__doc__.split("\n\n")[0])
-    p.add_argument("source", help="folder holding offline W&B runs, or entity/project on W&B")
-    p.add_argument("--by", default="positive,negative", help="comma-separated cell keys: positive, negative, "
-                   "mixture, seed or any dotted config key (default: positive,negative)")
-    p.add_argument("--metric", help="summary metric (default: eval/ndcg_at_10, the full-width in-training nDCG@10)")
-    p.add_argument("--out", help="folder for report.md and report.png (default: the runs folder, or outputs/report)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a folder holding offline W&B runs, entity/project on "
+                   "W&B, or `gecko eval --output` JSON files, folders of them and globs")
+    p.add_argument("--by", default=None, help="comma-separated cell keys. W&B runs: positive, negative, mixture, seed "
+                   "or any dotted config key (default: positive,negative). Eval files: their --label keys (default: variant)")
+    p.add_argument("--metric", help="W&B runs: summary metric (default: eval/ndcg_at_10, the full-width in-training nDCG@10)")
+    p.add_argument("--base", default="base", help="eval files: the cell the others are compared with (default: base)")
+    p.add_argument("--output", help="write the Markdown table to this file and the PNG beside it (same name, .png)")
+    p.add_argument("--out", help="W&B runs: folder for report.md and report.png (default: the runs folder, or outputs/report)")
     return p
+
+
+def is_eval_source(sources: list[str]) -> bool:
+    """Eval files unless the one source is a folder holding .wandb run files or looks like entity/project."""
+    if len(sources) > 1 or sources[0].endswith(".json") or Path(sources[0]).is_file():
+        return True
+    folder = Path(sources[0])
+    return not any(folder.rglob("*.wandb")) if folder.is_dir() else glob.has_magic(sources[0])
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    by = [k for k in args.by.split(",") if k]
     try:
-        runs = collect(args.source)
-        if not runs:
-            raise ValueError(f"no finished runs under {args.source!r}")
-        metric = pick_metric(runs, args.metric)
-    except ValueError as e:
-        print(f"gecko report: {e}", file=sys.stderr)
+        if is_eval_source(args.sources):
+            from gecko_lightning.report_evals import report
+
+            output = args.output or (f"{args.out}/report.md" if args.out else None)
+            print(report(args.sources, _keys(args.by or "variant"), args.base, output))
+            return 0
+        return _report_runs(args)
+    except ValueError as e:  # UserError included: one line, exit 2, like every command
+        if debug():
+            raise
+        print(f"gecko report: error: {e}", file=sys.stderr)
         return 2
+
+
+def _keys(by: str) -> list[str]:
+    return [k for k in by.split(",") if k]
+
+
+def _report_runs(args: argparse.Namespace) -> int:
+    source, by = args.sources[0], _keys(args.by or "positive,negative")
+    runs = collect(source)
+    if not runs:
+        raise ValueError(f"no finished runs under {source!r}")
+    metric = pick_metric(runs, args.metric)
     rows = aggregate(runs, by, metric)
-    out = Path(args.out or (args.source if Path(args.source).is_dir() else "outputs/report"))
-    out.mkdir(parents=True, exist_ok=True)
+    md = Path(args.output) if args.output else Path(args.out or (source if Path(source).is_dir() else "outputs/report")) / "report.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, by, metric)
-    (out / "report.md").write_text(text)
-    print(text + f"\n{len(runs)} finished runs; wrote {out / 'report.md'} and {plot(rows, by, metric, out / 'report.png')}")
+    md.write_text(text)
+    print(text + f"\n{len(runs)} finished runs; wrote {md} and {plot(rows, by, metric, md.with_suffix('.png'))}")
     return 0

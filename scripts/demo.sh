@@ -26,13 +26,14 @@ gecko build fret --config "$BUILD_CONFIG" --output_dir "$OUT/fret" ${BUILD_ARGS:
 
 step "2/5 evaluate the base model $BASE_MODEL"
 base_key="$BASE_MODEL $BEIR $STS"  # base.json is reused only for the same model and data
+# ... and only if it carries the labels `gecko report` groups by (files from before --label lack them)
 if [ -s "$OUT/base.json" ] && [ "$(cat "$OUT/base.key" 2>/dev/null)" = "$base_key" ] \
-    && [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ]; then
+    && [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ] && grep -q '"variant": "base"' "$OUT/base.json"; then
   echo "reusing $OUT/base.json"
   reused+=("the base model's scores")
 else
   # all-MiniLM-L6-v2 was trained without prompts: its best (published) setting is the baseline.
-  gecko eval --model "$BASE_MODEL" --beir "$BEIR" --sts "$STS" --prompts none --output "$OUT/base.json"
+  gecko eval --model "$BASE_MODEL" --beir "$BEIR" --sts "$STS" --prompts none --label variant=base --output "$OUT/base.json"
   echo "$base_key" > "$OUT/base.key"
 fi
 
@@ -45,11 +46,13 @@ ckpt=$(find "$OUT/fit" -name '*.ckpt' | sort | tail -n 1)
 step "4/5 export $ckpt and evaluate it"
 gecko export "$ckpt" "$OUT/model" --overwrite  # a re-run replaces the previous export
 # Retrieval in the Gecko format the model was trained on; STS as the base saw it, to show nothing else broke.
-gecko eval --model "$OUT/model" --beir "$BEIR" --prompts "${FT_PROMPTS:-gecko}" --output "$OUT/finetuned.json"
-gecko eval --model "$OUT/model" --sts "$STS" --prompts none --output "$OUT/finetuned_sts.json"
+# Both files carry the same labels, so `gecko report` merges them into one fine-tuned run.
+labels=(--label variant=fine-tuned --label seed="$SEED")
+gecko eval --model "$OUT/model" --beir "$BEIR" --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$OUT/finetuned.json"
+gecko eval --model "$OUT/model" --sts "$STS" --prompts none "${labels[@]}" --output "$OUT/finetuned_sts.json"
 
 step "5/5 before/after"
-python scripts/demo_report.py --base "$OUT/base.json" --tuned "$OUT/finetuned.json" "$OUT/finetuned_sts.json" --out "$OUT"
+gecko report "$OUT/base.json" "$OUT/finetuned.json" "$OUT/finetuned_sts.json" --output "$OUT/results.md"  # and results.png
 if [ ${#reused[@]} -gt 0 ]; then
   echo "reused from an earlier run: $(IFS=,; echo "${reused[*]}" | sed 's/,/, /g'); this run was training and evaluation only"
 fi

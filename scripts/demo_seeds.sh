@@ -2,7 +2,8 @@
 # The demo's evidence: fine-tune 3 seeds on each positive choice of one FRet build and score each.
 #   POSITIVES="llm_top1 seed" SEEDS="0 1 2" [TAG=name FIT_ARGS="--model.lr=1e-5"] bash scripts/demo_seeds.sh
 # Needs the build and base scores of scripts/demo.sh (outputs/demo/fret, outputs/demo/base.json).
-# Re-selecting positives reads the build's stage files: no LLM call. Writes outputs/demo/seeds/.
+# Re-selecting positives reads the build's stage files: no LLM call. Writes outputs/demo/seeds/ and,
+# through `gecko report`, the mean ± std per variant against the base in outputs/demo/seeds/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/demo_env.sh
@@ -16,15 +17,18 @@ for positive in ${POSITIVES:-llm_top1 seed}; do
       --select.positive="$positive" --select.negative="$NEGATIVE" --cache.path="$OUT/fret/llm_cache.sqlite"
   fi
   for seed in ${SEEDS:-0 1 2}; do
-    run="$OUT/seeds/${TAG:+$TAG-}$positive-$NEGATIVE-seed$seed"  # TAG names an experiment
-    [ -s "$run/scores.json" ] && { echo "reusing $run/scores.json"; continue; }
+    variant="${TAG:+$TAG-}$positive-$NEGATIVE"  # TAG names an experiment
+    run="$OUT/seeds/$variant-seed$seed"
+    # reused only if labelled for `gecko report` (scores from before --label are scored again)
+    grep -qs '"_meta"' "$run/scores.json" && { echo "reusing $run/scores.json"; continue; }
     rm -rf "$run/fit"
     gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" --data.init_args.path="$data" \
       --data.init_args.seed="$seed" --seed_everything="$seed" --trainer.default_root_dir="$run/fit" ${FIT_ARGS:-}
     ckpt=$(find "$run/fit" -name '*.ckpt' | sort | tail -n 1)
-    # Retrieval in the trained format; STS both ways: with Gecko prompts and as the base model saw it.
-    gecko eval --model "$ckpt" --beir "$BEIR" --sts "$STS" --prompts "${FT_PROMPTS:-gecko}" --output "$run/scores.json"
-    gecko eval --model "$ckpt" --sts "$STS" --prompts none --output "$run/scores_sts_none.json"
+    # Retrieval in the trained format, STS as the base model saw it; one run of the report's cell $variant.
+    labels=(--label variant="$variant" --label seed="$seed")
+    gecko eval --model "$ckpt" --sts "$STS" --prompts none "${labels[@]}" --output "$run/scores_sts_none.json"
+    gecko eval --model "$ckpt" --beir "$BEIR" --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$run/scores.json"
   done
 done
-python scripts/demo_summary.py "$OUT"
+gecko report "$OUT/base.json" "$OUT/seeds" --output "$OUT/seeds/summary.md"  # and summary.png

@@ -31,9 +31,13 @@ def test_offline_eval_writes_json_and_table(model_dir, tmp_path, capsys, monkeyp
     (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(8)))
     (tmp_path / "test.csv").write_text("text,label\ngood x,pos\nbad y,neg\n")
     code = main(["--model", str(model_dir), "--beir", f"{TINY_EVAL}/beir", "--sts", f"{TINY_EVAL}/sts.tsv",
-                 "--classification", str(tmp_path), "--cls-samples-per-label", "0", "--dims", "32", "16", "--output", str(out)])
+                 "--classification", str(tmp_path), "--cls-samples-per-label", "0", "--dims", "32", "16", "--output", str(out),
+                 "--label", "variant=tuned", "--label", "seed=0"])
     assert code == 0
     results = json.loads(out.read_text())
+    meta = results.pop("_meta")  # how the scores were made: what `gecko report` groups by
+    assert meta == {"labels": {"variant": "tuned", "seed": "0"}, "model": str(model_dir), "prompts": "gecko",
+                    "split": "test", "dims": [32, 16]}
     assert set(results) == {"beir", "sts.tsv", tmp_path.name}
     assert set(results["beir"]) == {f"{m}@{d}" for m in ("ndcg_at_10", "recall_at_100", "mrr_at_10") for d in (32, 16)}
     assert set(results["sts.tsv"]) == {"spearman@32", "spearman@16"}

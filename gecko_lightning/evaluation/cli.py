@@ -8,17 +8,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from gecko_lightning.data.schema import atomic_write
 from gecko_lightning.errors import debug
 from gecko_lightning.evaluation.loaders import EvalDataError, find_splits, load_beir, load_sts, read_labelled
 from gecko_lightning.evaluation.models import ModelLoadError, load_encoder
 from gecko_lightning.evaluation.prompts import PROMPT_STYLES, PromptMap
+from gecko_lightning.evaluation.results import parse_labels, write_results
 from gecko_lightning.evaluation import runner
 
 
@@ -40,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-identical-ids", action="store_true", help="drop retrieved docs whose id equals the query id (ArguAna/Quora)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=None, help="token limit; default the model's own (sentence_bert_config.json)")
-    p.add_argument("--output", default=None, help="write {dataset: {metric: score}} (0-100) to this JSON file")
+    p.add_argument("--output", default=None, help="write {dataset: {metric: score}} (0-100) and a _meta entry to this JSON file")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="stored in the --output file's _meta.labels, e.g. --label variant=tuned --label seed=0; "
+                        "`gecko report` groups eval files by them")
     return p
 
 
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             from gecko_lightning.evaluation.mteb_eval import resolve_tasks
 
             resolve_tasks(args.mteb)
+        labels = parse_labels(args.label)  # a bad label fails before the model loads
         encoder = load_encoder(args.model, args.max_length)
         results = run_offline(args, encoder)
         if args.mteb:
@@ -121,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(results))
     if args.output:
-        # an interrupted run leaves the previous file or none, never half of one
-        atomic_write(Path(args.output), lambda tmp: tmp.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n"))
+        meta = {"labels": labels, "model": args.model, "prompts": args.prompts, "split": args.split, "dims": args.dims}
+        write_results(Path(args.output), results, meta)
         print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
     return 0
 
