@@ -4,17 +4,26 @@
     llm:      which backend scores and generates (transformers | openai | fake)
     generate / filter / retrieve / rerank / select / export: one section per stage
     cache:    the SQLite file that remembers every LLM call
+    shard:    which part of the seeds this process builds
+
+Loading goes through one jsonargparse parser (`build_parser`), so `gecko build fret`, `load_config`
+and any command that reads a build config check types, name `Literal` choices and print the same
+`--help` (every key with its docstring below).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type_hints
 
-import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
 
+from gecko_lightning.errors import MissingPathError, UserError
 
 
 @dataclass
@@ -238,55 +247,113 @@ class BuildConfig:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    ("llm", "backend"): ("transformers", "vllm", "openai", "fake"),
-    ("llm", "ql_method"): ("echo", "prompt_logprobs"),
-    ("generate", "fallback"): ("none", "extractive"),
-    ("rerank", "mode"): ("separate", "joint"),
-    ("retrieve", "index"): ("flat", "ivf", "hnsw"),
-    ("select", "positive"): ("llm_top1", "seed"),
-    ("select", "negative"): ("lowest", "random", "none"),
-    ("export", "format"): ("jsonl", "jsonl.gz", "parquet"),
-}
+# ---- loading: one jsonargparse parser for `gecko build fret`, `load_config` and other commands ----
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate a config dataclass, naming unknown keys and the valid ones."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; valid keys: {sorted(known)}")
-    kwargs = {}
-    for name, value in values.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ValueError(f"config section '{where}{name}' must be a mapping, got {value!r}")
-            value = _build(type(default), value, f"{where}{name}.")
-        kwargs[name] = value
-    return cls(**kwargs)
+class BuildParser(ArgumentParser):
+    """jsonargparse's parser whose errors are one `UserError` line, not usage text and a bare exit."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        raise UserError(explain(self, message)) from ex
+
+    def dump(self, cfg: Namespace, *args: Any, **kwargs: Any) -> str:
+        """Only the `BuildConfig` keys: what a command adds says what to run, not what to build, so
+        `--print_config` gives a file that `--config` of any command (and `load_config`) reads back."""
+        keys = {f.name for f in dataclasses.fields(BuildConfig)}
+        cfg = cfg.clone()
+        for key in [k for k in vars(cfg) if k not in keys and not k.startswith("__")]:
+            del cfg[key]
+        return super().dump(cfg, *args, **kwargs)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree.setdefault(key, {})
-    tree[leaf] = value
+def build_parser(prog: str, description: str) -> BuildParser:
+    """A parser for every `BuildConfig` key, for `gecko build fret` and any command that reads a build config.
+
+    It takes `--config FILE` (repeatable: later files override earlier ones), `--section.key=value`
+    for every key (values parse as YAML: `--filter.round_trip_top_k=null`), `--print_config` (a YAML
+    that `--config` reads back) and `--help`, which lists each key with its docstring. `Literal`
+    keys name their choices. A command adds its own arguments to the parser, parses, and turns the
+    namespace into a `BuildConfig` with `config_from`. Errors raise `UserError` (one line; `gecko`
+    exits 2), not argparse's exit.
+    """
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)  # the attribute docstrings are the help
+    parser = BuildParser(prog=prog, description=description)
+    parser.add_argument("--config", action=ActionConfigFile,
+                        help="A YAML build config (configs/data/); repeat it to layer files, later ones win.")
+    parser.add_class_arguments(BuildConfig, fail_untyped=True)
+    return parser
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> BuildConfig:
-    """YAML file (or none) + dotted overrides -> a checked `BuildConfig`."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist; see configs/data/ for examples")
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+def _sections() -> dict[str, type]:
+    hints = get_type_hints(BuildConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(BuildConfig) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def config_from(namespace: Namespace) -> BuildConfig:
+    """The `BuildConfig` held by a namespace that a `build_parser` parser returned (other keys are ignored).
+
+    The parser has already checked every value's type; a section given as a scalar (`select: 3` in
+    YAML), which jsonargparse lets through, is refused here.
+    """
+    values = {}
+    for f in dataclasses.fields(BuildConfig):
+        value = namespace.get(f.name)
+        if f.name in _sections():
+            if not isinstance(value, Namespace):
+                raise UserError(f"config section {f.name!r} must be a mapping of its keys, got {value!r}; "
+                                f"e.g. {f.name}: {{...}} in YAML or --{f.name}.KEY=VALUE")
+            value = _sections()[f.name](**value.as_dict())
+        values[f.name] = value
+    return BuildConfig(**values)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> BuildConfig:
+    """A YAML file (or none) and then `overrides` -> a checked `BuildConfig`, as `gecko build fret` reads them.
+
+    `overrides` maps dotted keys to values, e.g. {"select.positive": "seed", "filter.round_trip_top_k": None};
+    unknown keys and values of the wrong type raise `UserError`, exactly as the command line does.
+    """
+    parser = build_parser("gecko build fret", "")
+    if path is not None and not Path(path).is_file():
+        raise MissingPathError(f"config file {str(path)!r} does not exist; see configs/data/ for examples")
+    try:
+        base = parser.parse_path(path) if path is not None else parser.get_defaults()
+        config_from(base)  # a section written as a scalar is refused here, naming the file
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from e
+    tree = Namespace()
     for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
-    cfg = _build(BuildConfig, raw, "")
-    for (section, key), allowed in CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ValueError(f"{section}.{key}={value!r} is not one of {list(allowed)}")
-    return cfg
+        tree[key] = value  # a dotted key makes the nested sections
+    return config_from(parser.parse_object(tree.as_dict(), namespace=base))
 
+
+def _type_name(hint: Any) -> str:
+    args = get_args(hint)
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if get_origin(hint) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if hint is type(None):
+        return "null"
+    return str(hint).replace("typing.", "") if args else getattr(hint, "__name__", str(hint))
+
+
+def _keys(parser: ArgumentParser) -> list[str]:
+    return [a.dest for a in parser._actions if a.dest not in ("help", "config", "print_config")]
+
+
+def explain(parser: ArgumentParser, message: str) -> str:
+    """jsonargparse's message (often several lines) -> one line naming the key, the bad value and the fix."""
+    key = re.match(r'Parser key "([^"]+)"', message)
+    value = re.search(r"(?:Got value|Given value): (.*)$", message, re.M)
+    action = key and next((a for a in parser._actions if a.dest == key[1]), None)
+    if action is not None and value and getattr(action, "_typehint", None) is not None:
+        return f"{key[1]}={value[1]!r} is not valid: expected {_type_name(action._typehint)}"
+    unknown = (re.match(r"unrecognized arguments: (\S+)", message) or re.match(r"Option '([^']+)' is not accepted", message)
+               or re.match(r"Group '([^']+)' does not accept option '([^']+)'", message))
+    if unknown:
+        name = unknown[1].lstrip("-").split("=")[0] if unknown.lastindex == 1 else f"{unknown[1]}.{unknown[2]}"
+        close = difflib.get_close_matches(name, _keys(parser), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key or argument {name!r}{hint} ({parser.prog} --help lists every key)"
+    return " ".join(message.split())

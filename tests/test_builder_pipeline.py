@@ -139,17 +139,10 @@ def test_choose_never_uses_the_seed_as_a_negative():
     assert choose(row, "llm_top1", "random", 0) == ("a", "b")  # the only other candidate
 
 
-def test_every_shipped_config_parses():
-    files = sorted((ROOT / "configs" / "data").glob("*.yaml"))
-    assert {"fret_tiny.yaml", "fret_wiki.yaml", "fret_scifact.yaml"} <= {f.name for f in files}
-    for f in files:
-        load_config(f)
-
-
 def test_config_errors_name_the_bad_value():
-    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['select.postive'\]"):
+    with pytest.raises(ValueError, match=r"unknown key or argument 'select.postive'; did you mean 'select.positive'\?"):
         load_config(FAKE, {"select.postive": "seed"})
-    with pytest.raises(ValueError, match=r"select.negative='hardest' is not one of \['lowest', 'random', 'none'\]"):
+    with pytest.raises(ValueError, match=r"select.negative='hardest' is not valid: expected one of 'lowest', 'random', 'none'"):
         load_config(FAKE, {"select.negative": "hardest"})
 
 
@@ -157,7 +150,7 @@ def test_cli_rejects_bad_flags_and_stages(capsys, tmp_path):
     assert cli.main(["fret", "--config", str(FAKE), "--output_dir", str(tmp_path), "--stage", "rank"]) == 2
     assert "unknown stage(s) ['rank']" in capsys.readouterr().err
     assert cli.main(["fret", "--config", str(FAKE), "positive=seed"]) == 2
-    assert "overrides look like --section.key=value" in capsys.readouterr().err
+    assert "unknown key or argument 'positive'; did you mean 'select.positive'?" in capsys.readouterr().err
 
 
 def test_a_stage_without_its_input_says_which_stage_to_run(tmp_path, capsys):
