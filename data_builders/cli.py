@@ -79,7 +79,11 @@ def parse(argv: list[str]) -> Namespace:
     if source is not None:
         from .reselect import source_config
 
-        base = parser.parse_object(source_config(Path(source)))
+        built = source_config(Path(source))
+        try:
+            base = parser.parse_object(built)
+        except UserError as e:
+            raise UserError(f"--from {source}: the config in its manifest.json does not parse ({e}); rebuild it") from e
     args = parser.parse_args(argv, namespace=base)
     if args["from"] != source:
         raise UserError("--from must be given on the command line, not in a --config file")
