@@ -3,6 +3,8 @@
     gecko eval --model runs/x/last.ckpt --beir data/scifact --sts data/stsbenchmark/sts-test.csv \
         --dims 768 256 --output results.json
     gecko eval --model out/exported --mteb STSBenchmark SciFact --mteb-output results/mteb
+    gecko eval rerank --config configs/data/fret_x.yaml --beir data/scifact --output rerank.json
+        (the build's LLM re-ranker against the qrels: data_builders/rerank_eval.py)
 """
 
 from __future__ import annotations
@@ -100,6 +102,10 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv and argv[0] == "rerank":  # scores a build config, not a model: its own flags
+        from data_builders.rerank_eval import main as rerank_main
+
+        return rerank_main(argv[1:])
     args = build_parser().parse_args(argv)
     if not (args.beir or args.sts or args.classification or args.mteb):
         print("gecko eval: nothing to evaluate; pass --beir, --sts, --classification and/or --mteb", file=sys.stderr)
