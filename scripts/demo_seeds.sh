@@ -12,9 +12,8 @@ NEGATIVE=${NEGATIVE:-lowest}
 for positive in ${POSITIVES:-llm_top1 seed}; do
   data="$OUT/seeds/fret-$positive-$NEGATIVE"
   if [ ! -s "$data/manifest.json" ]; then
-    mkdir -p "$data" && cp -r "$OUT/fret/stages" "$data/"
-    gecko build fret --config "$BUILD_CONFIG" --output_dir "$data" --stage select,export \
-      --select.positive="$positive" --select.negative="$NEGATIVE" --cache.path="$OUT/fret/llm_cache.sqlite"
+    gecko build fret --from "$OUT/fret" --output_dir "$data" \
+      --select.positive="$positive" --select.negative="$NEGATIVE"
   fi
   for seed in ${SEEDS:-0 1 2}; do
     variant="${TAG:+$TAG-}$positive-$NEGATIVE"  # TAG names an experiment
