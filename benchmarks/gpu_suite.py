@@ -32,7 +32,7 @@ from gecko_lightning.data.schema import write_records  # noqa: E402
 REPO = throughput.REPO
 GROUP_WINDOW = 8  # batches whose rows are sorted by length together
 N_RECORDS = {True: 256, False: 4096}  # tiny / BERT-base: whole batches, several grouping windows
-QUERY_PREFIX, DOC_PREFIX = "task: search result | query: ", "title: none | text: "
+QUERY_PREFIX, DOC_PREFIX = throughput.GECKO.query_prefix(throughput.RETRIEVAL_TASK), throughput.GECKO.document_prefix()
 
 
 # ---- prepare: the weights and the records every row reads ---------------------------------------
@@ -44,7 +44,7 @@ def prepare(out: Path, tiny: bool, seed: int) -> None:
     # throughput.make_triples defines the workload; the records hold its texts without the Gecko
     # prefixes, which the DataModule's `gecko` template puts back, so both paths train on the same strings.
     records = [
-        {"id": e.id, "source": "anchor", "task": "search result", "query": e.query.removeprefix(QUERY_PREFIX),
+        {"id": e.id, "source": "anchor", "task": throughput.RETRIEVAL_TASK, "query": e.query.removeprefix(QUERY_PREFIX),
          "positive": {"text": e.positive.removeprefix(DOC_PREFIX)}, "negative": {"text": e.negative.removeprefix(DOC_PREFIX)}}
         for e in throughput.make_triples(N_RECORDS[tiny], seed)
     ]

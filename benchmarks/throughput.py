@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from gecko_lightning.data import Example, GlobalBatchSampler, TripletCollator  # noqa: E402
 from gecko_lightning.module import GeckoModule, _fused_ok, _split_decay  # noqa: E402
+from gecko_lightning.text_format import GECKO, RETRIEVAL_TASK  # noqa: E402
 
 TINY_BERT = REPO / "configs" / "assets" / "tiny-bert"
 CORPUS = REPO / "configs" / "assets" / "tiny_corpus" / "corpus.jsonl"
@@ -95,8 +96,8 @@ def make_triples(n: int, seed: int) -> list[Example]:
         return " ".join(words[start : start + k])
 
     return [
-        Example(str(i), f"task: search result | query: {span(8, 24)}", f"title: none | text: {span(60, 200)}",
-                f"title: none | text: {span(60, 200)}", group=str(i))
+        Example(str(i), GECKO.format_query(RETRIEVAL_TASK, span(8, 24)), GECKO.format_document(None, span(60, 200)),
+                GECKO.format_document(None, span(60, 200)), group=str(i))
         for i in range(n)
     ]
 

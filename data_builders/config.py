@@ -24,6 +24,7 @@ from typing import Any, Literal, NoReturn, Union, get_args, get_origin, get_type
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace, set_parsing_settings
 
 from gecko_lightning.errors import MissingPathError, UserError
+from gecko_lightning.text_format import PRESETS
 
 
 @dataclass
@@ -158,9 +159,10 @@ class RetrieveConfig:
     """Texts per embedding batch."""
     top_n: int = 20
     """Candidates retrieved per query, the ones the LLM re-ranks (the paper: 20)."""
-    query_format: str = "{task} {query}"
-    """How a query's `task` and `query` are joined into the text the embedder reads."""
-    doc_format: str = "{title} {text}"
+    query_format: str = PRESETS["plain"]["query"]
+    """How a query's `task` and `query` are joined into the text the embedder reads (the `plain` preset of
+    gecko_lightning.text_format; a Gecko-trained embedder may want its `gecko` preset)."""
+    doc_format: str = PRESETS["plain"]["document"]
     """How a passage's `title` and `text` are joined into the text the embedder reads."""
     index: Literal["flat", "ivf", "hnsw"] = "flat"
     """flat (exact inner product) | ivf | hnsw."""

@@ -1,9 +1,12 @@
 """A Hugging Face backbone turned into a text embedder: pooling, optional projection, L2 norm.
 
 Pooling is mean (Gecko's recipe), cls or lasttoken; a sentence-transformers folder declares its own
-in modules.json and its Pooling config, and `from_pretrained` follows that declaration.
+in modules.json and its Pooling config, and `from_pretrained` follows that declaration. The encoder
+also carries the text format it was trained with (`text_format`), which evaluation and export read.
 
-No Lightning here: `GeckoModule` (module.py) trains it, evaluation and export use it as is.
+No Lightning here: `GeckoModule` (module.py) trains it; `from_pretrained` loads a saved or exported
+folder and `from_checkpoint` (checkpoint.py) what `gecko fit` writes, so evaluation and export never
+import the trainer.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from gecko_lightning.errors import UserError
 from gecko_lightning.paths import local_model_path, resolve_path
+from gecko_lightning.text_format import Template
 
 GECKO_CONFIG = "gecko_encoder.json"
 PROJECTION_WEIGHTS = "projection.pt"
@@ -105,6 +109,23 @@ def _declaring_folder(name_or_path: str, revision: str | None = None) -> Path | 
         return None
 
 
+def backbone_class(config) -> type:
+    """AutoModel, or the encoder half for T5-style configs (an embedder never runs the decoder)."""
+    if config.model_type in ("t5", "mt5", "umt5"):
+        from transformers import T5EncoderModel
+
+        return T5EncoderModel
+    return AutoModel
+
+
+def drop_unused_pooler(backbone: nn.Module) -> None:
+    """Our pooling never reads the [CLS] pooler of BERT-like backbones (their forward skips a None
+    pooler). Its parameters would get no gradient, which DDP's reducer rejects at the first step, and
+    checkpoints therefore hold none: a backbone rebuilt from a checkpoint drops it too."""
+    if isinstance(getattr(backbone, "pooler", None), nn.Module):
+        backbone.pooler = None
+
+
 def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: str | None = None, **kwargs) -> nn.Module:
     """AutoModel from the Hub or a folder; T5-style configs load their encoder only.
 
@@ -112,12 +133,7 @@ def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: st
     flash attention, transformers runs attention on the unpadded tokens that the attention mask marks.
     """
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
-    if config.model_type in ("t5", "mt5", "umt5"):
-        from transformers import T5EncoderModel
-
-        cls = T5EncoderModel
-    else:
-        cls = AutoModel
+    cls = backbone_class(config)
     attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         if random_init:  # a config-only folder: tests and tiny runs never download weights
@@ -135,6 +151,8 @@ class GeckoEncoder(nn.Module):
     """Backbone + pooling (mean, cls or lasttoken) + optional linear projection + optional L2 normalisation.
 
     forward(input_ids (B, T), attention_mask (B, T)) -> (B, D) embeddings.
+    text_format: the Template its inputs were formatted with in training; None when unknown (a
+    model trained elsewhere), and then readers use the gecko preset.
     """
 
     def __init__(
@@ -145,11 +163,12 @@ class GeckoEncoder(nn.Module):
         normalize: bool = True,
         max_length: int = 512,
         pooling: Pooling = "mean",
+        text_format: Template | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        self.pooling = pooling
+        self.pooling, self.text_format = pooling, text_format
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.normalize = normalize
@@ -180,21 +199,38 @@ class GeckoEncoder(nn.Module):
         """
         name_or_path = local_model_path(resolve_path(str(name_or_path)))
         tokenizer = local_model_path(resolve_path(tokenizer), "tokenizer") if tokenizer else None
-        saved = Path(name_or_path) / GECKO_CONFIG
+        saved, text_format = Path(name_or_path) / GECKO_CONFIG, None
         if saved.is_file():
             cfg = json.loads(saved.read_text())
             projection_dim, max_length = cfg.get("projection_dim"), cfg.get("max_length", max_length)
+            text_format = Template.from_dict(cfg["text_format"], f"{saved}: text_format") if cfg.get("text_format") else None
         folder = _declaring_folder(name_or_path, hf_kwargs.get("revision"))
         declared = declared_pooling(folder) if folder is not None else {}
         pooling = pooling or declared.get("pooling", "mean")
         normalize = declared.get("normalize", True) if normalize is None else normalize
         backbone = _load_backbone(name_or_path, random_init, attn_implementation, **hf_kwargs)
         tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, **hf_kwargs)
-        enc = cls(backbone, tok, projection_dim=projection_dim, normalize=normalize, max_length=max_length, pooling=pooling)
+        enc = cls(backbone, tok, projection_dim=projection_dim, normalize=normalize, max_length=max_length, pooling=pooling,
+                  text_format=text_format)
         weights = Path(name_or_path) / PROJECTION_WEIGHTS
         if enc.projection is not None and weights.is_file():
             enc.projection.load_state_dict(torch.load(weights, map_location="cpu"))
         return enc
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike) -> GeckoEncoder:
+        """The encoder of a `gecko fit` checkpoint: a Lightning `.ckpt` file or the folder Lightning's
+        DeepSpeed strategy writes (any ZeRO stage). Built from the backbone config and tokenizer saved in
+        the checkpoint, never from the base model's weights; see `gecko_lightning.checkpoint`."""
+        from gecko_lightning.checkpoint import load_checkpoint
+
+        return load_checkpoint(path).encoder
+
+    def settings(self) -> dict:
+        """What a saved folder or checkpoint records besides weights (gecko_encoder.json)."""
+        return {"pooling": self.pooling, "normalize": self.normalize, "max_length": self.max_length,
+                "projection_dim": self.projection.out_features if self.projection is not None else None,
+                "text_format": self.text_format.to_dict() if self.text_format is not None else None}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
@@ -246,13 +282,12 @@ class GeckoEncoder(nn.Module):
         return out
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> None:
-        """Backbone + tokenizer in Hugging Face layout, plus our pooling/projection settings."""
+        """Backbone + tokenizer in Hugging Face layout, plus our pooling/projection/text-format settings."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(out_dir)
         self.tokenizer.save_pretrained(out_dir)
-        cfg = {"pooling": self.pooling, "normalize": self.normalize, "projection_dim": self.projection.out_features if self.projection else None, "max_length": self.max_length}
-        (out_dir / GECKO_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
+        (out_dir / GECKO_CONFIG).write_text(json.dumps(self.settings(), indent=2) + "\n")
         if self.projection is not None:
             torch.save(self.projection.state_dict(), out_dir / PROJECTION_WEIGHTS)
 

@@ -3,9 +3,12 @@
 Layout written (sentence-transformers convention, backbone at the root so `AutoModel` loads it too):
     config.json, model.safetensors, tokenizer files      the backbone (AutoModel.from_pretrained(out))
     modules.json, sentence_bert_config.json              Transformer -> 1_Pooling (the encoder's) [-> 2_Dense] -> 3_Normalize
-    config_sentence_transformers.json                    Gecko prompts as named prompts, cosine similarity
-    gecko_encoder.json, projection.pt                    so GeckoEncoder.from_pretrained(out) restores it exactly
-    README.md                                            model card: usage, prompts, Matryoshka dims, config, eval results
+    config_sentence_transformers.json                    the model's text format as named prompts, cosine similarity
+    gecko_encoder.json, projection.pt                    so GeckoEncoder.from_pretrained(out) restores it exactly (text format included)
+    README.md                                            model card (model_card.py): Hub metadata, usage, prompts, dims, config, results
+The source is a `gecko fit` checkpoint (a .ckpt file or a DeepSpeed folder, read by
+`GeckoEncoder.from_checkpoint`, never by the LightningModule) or a saved/exported folder.
+`--push-to-hub OWNER/NAME` then uploads the folder (`gecko_lightning.hub.upload_folder`).
 Sibling: `gecko_lightning.evaluation.models.load_encoder` reads these folders back.
 """
 
@@ -20,30 +23,33 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
+from gecko_lightning import hub
+from gecko_lightning.checkpoint import is_deepspeed_checkpoint, load_checkpoint
 from gecko_lightning.encoder import GeckoEncoder
-from gecko_lightning.errors import UserError
-from gecko_lightning.evaluation.models import ModelLoadError, load_checkpoint_encoder, load_encoder
-from gecko_lightning.evaluation.prompts import PromptMap, format_query
-from gecko_lightning.evaluation.results import scores_of
+from gecko_lightning.errors import MissingPathError, UserError, debug
+from gecko_lightning.evaluation.models import load_encoder
+from gecko_lightning.evaluation.prompts import PromptMap
+from gecko_lightning.evaluation.results import read_results
+from gecko_lightning.model_card import front_matter, metadata, model_card
+from gecko_lightning.text_format import GECKO, Template
 
 RESULT_NAMES = ("results.json", "eval_results.json")
-POOLING_WORDS = {"mean": "mean pooling over all tokens (task prefix included)", "cls": "the first ([CLS]) token's state",
-                 "lasttoken": "the last non-padding token's state"}
 
 
-def gecko_prompts(prompt_map: PromptMap | None = None) -> dict[str, str]:
-    """Named sentence-transformers prompts: "query"/"document" plus one per Gecko task string.
+def sentence_transformers_prompts(template: Template | None = None, prompt_map: PromptMap | None = None) -> dict[str, str]:
+    """Named sentence-transformers prompts: "query"/"document" plus one per task string, in `template`
+    (the model's own format; gecko when None).
 
-    Prompts are prefixes, so `encode(texts, prompt_name="fact checking")` yields `task: fact checking | query: {text}`.
-    Documents with a title should be formatted by the caller as `title: {title} | text: {text}`.
+    Prompts are prefixes, so with the gecko format `encode(texts, prompt_name="fact checking")` yields
+    `task: fact checking | query: {text}`, exactly the training string. A template that puts text after
+    {query} (or {text}) is no prefix: those prompts are left out, and the card shows the templates.
+    Titled documents are formatted by the caller, `template.format_document(title, text)`.
     """
-    pm = prompt_map or PromptMap.load()
-    tasks = sorted({*pm.task_types.values(), *pm.retrieval.values(), pm.retrieval_default})
-    prompts = {"query": format_query(pm.retrieval_default, ""), "document": "title: none | text: "}
-    prompts.update({task: format_query(task, "") for task in tasks})
-    return prompts
+    template, pm = template or GECKO, prompt_map or PromptMap.load()
+    prompts = {"query": template.query_prefix(pm.retrieval_default), "document": template.document_prefix()}
+    prompts.update({task: template.query_prefix(task) for task in pm.all_tasks()})
+    return {name: prefix for name, prefix in prompts.items() if prefix is not None}
 
 
 def _st_modules():
@@ -72,85 +78,36 @@ def write_sentence_transformers(encoder: GeckoEncoder, out_dir: Path, prompts: d
     model.save(str(out_dir))
 
 
-def _card_results(results: dict | None) -> str:
-    if not results:
-        return "No evaluation results were given (`gecko export ... --results results.json`)."
-    rows = [f"| {ds} | {m} | {v:.2f} |" for ds, per in scores_of(results).items() for m, v in per.items()]
-    return "\n".join(["| dataset | metric | score |", "| --- | --- | ---: |", *rows])
-
-
-def model_card(name: str, encoder: GeckoEncoder, hparams: dict, dims: list[int], prompts: dict[str, str], results: dict | None) -> str:
-    """README.md: how to load it, which prompts, which Matryoshka widths, how it was trained and scored."""
-    dims_line = ", ".join(map(str, dims)) if dims else f"{encoder.dim} (no Matryoshka training)"
-    trunc_line = (f'\nsmall = SentenceTransformer("{name}", truncate_dim={dims[-1]})   # Matryoshka: keep the first {dims[-1]} dims'
-                  if dims else "")
-    prompt_rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in prompts.items())
-    config = yaml.safe_dump(hparams, sort_keys=False).strip() if hparams else "(not recorded: exported from a saved encoder folder)"
-    return f"""---
-library_name: sentence-transformers
-pipeline_tag: sentence-similarity
-tags: [sentence-transformers, feature-extraction, sentence-similarity, gecko, matryoshka]
----
-
-# {name}
-
-A Gecko-style text embedder trained with gecko_lightning: {POOLING_WORDS[encoder.pooling]},
-{'a linear projection to ' + str(encoder.dim) + ' dims, ' if encoder.projection is not None else ''}L2 normalisation, cosine similarity.
-Maximum input length: {encoder.max_length} tokens. Embedding width: {encoder.dim}.
-
-## Usage
-
-```python
-from sentence_transformers import SentenceTransformer
-
-model = SentenceTransformer("{name}")
-q = model.encode(["what causes tides?"], prompt_name="question answering")   # task: question answering | query: ...
-d = model.encode(["title: Tide | text: Tides are the rise and fall of sea levels..."])
-print(model.similarity(q, d)){trunc_line}
-```
-
-`transformers.AutoModel.from_pretrained("{name}")` loads the backbone alone (apply {encoder.pooling} pooling{', the projection in 2_Dense' if encoder.projection is not None else ''} and L2 normalisation yourself).
-
-## Input format and prompts
-
-Queries are `task: {{task}} | query: {{text}}`; retrieval documents `title: {{title}} | text: {{text}}` (title `none` when absent);
-symmetric tasks (STS, classification, clustering) use the query format on both sides. Named prompts:
-
-| prompt_name | prefix |
-| --- | --- |
-{prompt_rows}
-
-## Matryoshka dimensions
-
-Trained dims: {dims_line}. Load with `truncate_dim=d` (or slice the first d values and re-normalise) for smaller vectors.
-
-## Training configuration
-
-```yaml
-{config}
-```
-
-## Evaluation (0-100)
-
-{_card_results(results)}
-"""
-
-
-def load_source(path: Path) -> tuple[GeckoEncoder, dict]:
-    """(encoder, hparams) from a `gecko fit` checkpoint or a GeckoEncoder/exported folder."""
-    if path.is_file():
-        return load_checkpoint_encoder(path)
+def load_source(path: Path) -> tuple[GeckoEncoder, dict, dict]:
+    """(encoder, hparams, training data record) from a `gecko fit` checkpoint (file or DeepSpeed folder)
+    or a GeckoEncoder/exported folder (which records neither)."""
+    if path.is_file() or is_deepspeed_checkpoint(path):
+        return load_checkpoint(path)
     if path.is_dir():  # also reads a sentence-transformers folder's max_seq_length
-        return load_encoder(str(path)), {}
-    raise ModelLoadError(f"{path}: no such checkpoint file or model folder")
+        return load_encoder(str(path)), {}, {}
+    raise MissingPathError(f"{path}: no such checkpoint file or model folder")
 
 
-def _find_results(given: str | None, source: Path) -> dict | None:
-    if given:
-        return json.loads(Path(given).read_text())
-    folder = source.parent if source.is_file() else source
-    found = next((folder / n for n in RESULT_NAMES if (folder / n).is_file()), None)
-    return json.loads(found.read_text()) if found else None
+def _find_results(given: str | None, source: Path) -> tuple[dict | None, dict]:
+    """(scores, meta) of --results, else of a results file beside the checkpoint (inside a model folder)."""
+    folder = source.parent if source.is_file() or is_deepspeed_checkpoint(source) else source
+    found = Path(given) if given else next((folder / n for n in RESULT_NAMES if (folder / n).is_file()), None)
+    if found is None:
+        return None, {}
+    if not found.is_file():
+        raise MissingPathError(f"--results {found}: no such file; pass the JSON that `gecko eval --output` wrote")
+    return read_results(found)
+
+
+def check_repo(repo: str) -> None:
+    """Refuse a bad --push-to-hub name before anything is exported."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    hub._check_repo(repo)
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as e:
+        raise UserError(f"--push-to-hub {repo!r}: {e}") from None
 
 
 def _refuse_self_export(source: Path, out_dir: Path) -> None:
@@ -184,44 +141,60 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
     source, out_dir = Path(source), Path(out_dir)
     _refuse_self_export(source, out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass --overwrite or pick another folder")
-    encoder, hparams = load_source(source)
+        raise UserError(f"{out_dir} exists and is not empty; pass --overwrite or pick another folder")
+    scores, scored = _find_results(results, source)  # a bad results file fails before the model loads
+    encoder, hparams, data = load_source(source)
     encoder.eval()
     dims = sorted(matryoshka_dims or hparams.get("matryoshka_dims") or [], reverse=True)
-    prompts = gecko_prompts()
+    name = name or out_dir.name
+    meta = metadata(name, hparams.get("model_name_or_path"), data, scores, front_matter(source) if source.is_dir() else None,
+                    split=scored.get("split") or "test")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        _write_folder(tmp, encoder, hparams, dims, prompts, name or out_dir.name, _find_results(results, source))
+        write_sentence_transformers(encoder, tmp, sentence_transformers_prompts(encoder.text_format))
+        _finish_folder(tmp, encoder, hparams, dims, name, scores, meta, data)
         _swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful swap
     return out_dir
 
 
-def _write_folder(out_dir: Path, encoder: GeckoEncoder, hparams: dict, dims: list[int], prompts: dict[str, str],
-                  name: str, results: dict | None) -> None:
-    write_sentence_transformers(encoder, out_dir, prompts)
+def _finish_folder(out_dir: Path, encoder: GeckoEncoder, hparams: dict, dims: list[int], name: str, results: dict | None,
+                   meta: dict, data: dict) -> None:
+    """Add the trained Matryoshka dims to gecko_encoder.json and write the model card."""
     cfg_path = out_dir / "gecko_encoder.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["matryoshka_dims"] = dims or None
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    (out_dir / "README.md").write_text(model_card(name, encoder, hparams, dims, prompts, results))
+    prompts = json.loads((out_dir / "config_sentence_transformers.json").read_text()).get("prompts", {})
+    (out_dir / "README.md").write_text(model_card(name, encoder, hparams, dims, prompts, results, meta, data))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gecko export", description="Export a trained model as a sentence-transformers folder.")
-    p.add_argument("checkpoint", help="a `gecko fit` .ckpt, or a folder saved by GeckoEncoder.save_pretrained")
+    p.add_argument("checkpoint", help="a `gecko fit` .ckpt or DeepSpeed checkpoint folder, or a folder saved by GeckoEncoder.save_pretrained")
     p.add_argument("out_dir", help="folder to write (must be empty or absent unless --overwrite)")
     p.add_argument("--results", default=None, help="`gecko eval --output` JSON for the model card (default: results.json beside the checkpoint)")
     p.add_argument("--matryoshka-dims", nargs="+", type=int, default=None, help="override the dims recorded in the checkpoint")
-    p.add_argument("--name", default=None, help="model name shown in the card (default: the out_dir name)")
+    p.add_argument("--name", default=None, help="model name shown in the card (default: the Hub repo, else the out_dir name)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload the exported folder to this Hub model repository")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     args = p.parse_args(argv)
     try:
-        out = export(args.checkpoint, args.out_dir, args.results, args.matryoshka_dims, args.name, args.overwrite)
-    except (ModelLoadError, UserError, FileExistsError, FileNotFoundError, json.JSONDecodeError) as e:
+        if args.push_to_hub:
+            check_repo(args.push_to_hub)
+        elif args.private:
+            raise UserError("--private only applies with --push-to-hub OWNER/NAME")
+        out = export(args.checkpoint, args.out_dir, args.results, args.matryoshka_dims, args.name or args.push_to_hub, args.overwrite)
+        print(f"[gecko export] wrote {out}")
+        if args.push_to_hub:
+            url = hub.upload_folder(out, args.push_to_hub, repo_type="model", private=args.private)
+            print(f"[gecko export] uploaded {out} to {url}")
+    except UserError as e:  # bad input: one line and exit 2, like every gecko command
+        if debug():
+            raise
         print(f"gecko export: error: {e}", file=sys.stderr)
-        return 1
-    print(f"[gecko export] wrote {out}")
+        return 2
     return 0

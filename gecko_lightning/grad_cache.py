@@ -3,11 +3,15 @@
 Three passes (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size under Memory
 Limited Setup"):
 
-1. embed every tower of the batch in chunks of `grad_cache_chunk_size` texts, without a graph;
-2. take the full-batch loss (`GeckoModule.compute_loss`: Matryoshka, same-tower, `pos_ids`
-   masking, cross-device gather) and its gradient with respect to the cached embeddings;
+1. embed every tower of the batch in chunks of `chunk_size` texts, without a graph;
+2. take the full-batch loss (the caller's `loss_fn`; in GeckoModule its `compute_loss`: Matryoshka,
+   same-tower, `pos_ids` masking, cross-device gather) and its gradient with respect to the cached
+   embeddings;
 3. re-run each chunk with a graph, restoring its random state so dropout draws the same masks,
    and push the cached embedding gradient into the encoder.
+
+The cache knows only an `embed` function, a loss function and the parameters to differentiate:
+GeckoModule passes its own (module.py imports this file, never the reverse).
 
 Pass 3 runs *inside* autograd: `grad_cache_step` returns a surrogate whose value is the true
 loss and whose backward does the replay, so Lightning's automatic optimisation, AMP scaling,
@@ -20,18 +24,17 @@ that; peers that call backward once per chunk trip "Gradient computed twice for 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from gecko_lightning.module import GeckoModule
-
 Features = dict[str, Tensor]
+Embed = Callable[[Features], Tensor]  # (c, T) token features -> (c, D) embeddings, with a graph when grad is on
+LossFn = Callable[[Tensor, Tensor, "Tensor | None", dict[str, Any]], Tensor]  # (q, pos, neg, batch) -> scalar
 
 
 @dataclass
@@ -73,13 +76,13 @@ def _replaying(chunk: _Chunk) -> Iterator[None]:
             torch.cuda.set_rng_state(cuda_now, device)
 
 
-def embed_in_chunks(module: GeckoModule, features: Features, size: int) -> tuple[Tensor, list[_Chunk]]:
+def embed_in_chunks(embed: Embed, features: Features, size: int) -> tuple[Tensor, list[_Chunk]]:
     """Pass 1 for one tower: (B, T) features -> (B, D) embeddings without a graph, and the chunks to replay."""
     chunks, parts = [], []
     for start in range(0, features["input_ids"].shape[0], size):
         chunk = _capture(_slice(features, start, size))
         with torch.no_grad():
-            parts.append(module.embed(chunk.features))  # (c, D)
+            parts.append(embed(chunk.features))  # (c, D)
         chunks.append(chunk)
     return torch.cat(parts), chunks
 
@@ -87,15 +90,15 @@ def embed_in_chunks(module: GeckoModule, features: Features, size: int) -> tuple
 class _Replay:
     """Pass 3: re-embed each chunk with a graph and backpropagate its cached embedding gradient."""
 
-    def __init__(self, module: GeckoModule, chunks: list[_Chunk], grads: list[Tensor]) -> None:
-        self.module, self.chunks, self.grads = module, chunks, grads
+    def __init__(self, embed: Embed, params: list[Tensor], chunks: list[_Chunk], grads: list[Tensor]) -> None:
+        self.embed, self.params, self.chunks, self.grads = embed, params, chunks, grads
 
     def _embed(self, chunk: _Chunk) -> Tensor:
         with _replaying(chunk):
-            return self.module.embed(chunk.features)  # (c, D)
+            return self.embed(chunk.features)  # (c, D)
 
     def run(self, scale: Tensor) -> None:
-        params = [p for p in self.module.parameters() if p.requires_grad]
+        params = self.params
         summed: list[Tensor | None] = [None] * len(params)
         for chunk, grad in zip(self.chunks[:-1], self.grads[:-1]):
             emb = self._embed(chunk)
@@ -146,13 +149,6 @@ class _SurrogateLoss(torch.autograd.Function):
         return None, None, None
 
 
-def _towers(module: GeckoModule, batch: dict[str, Any]) -> list[str]:
-    towers = ["query", "positive"]
-    if "negative" in batch and module.hparams.hard_negatives != "none":
-        towers.append("negative")
-    return towers
-
-
 def check_chunk_size(size: Any) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(
@@ -162,11 +158,11 @@ def check_chunk_size(size: Any) -> int:
     return size
 
 
-def check_strategy(module: GeckoModule) -> None:
+def check_strategy(strategy: Any) -> None:
     """DDP with find_unused_parameters=True walks the forward graph, finds no parameter in the
     surrogate's (the forward ran without grad), marks all of them ready at once, and then fails
-    when the replay's gradients arrive ("Expected to mark a variable ready only once")."""
-    strategy = getattr(getattr(module, "_trainer", None), "strategy", None)
+    when the replay's gradients arrive ("Expected to mark a variable ready only once").
+    `strategy` is the trainer's (None outside a Trainer)."""
     if getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters"):
         raise ValueError(
             "model.grad_cache_chunk_size does not work with DDP's find_unused_parameters=True "
@@ -174,22 +170,25 @@ def check_strategy(module: GeckoModule) -> None:
         )
 
 
-def grad_cache_step(module: GeckoModule, batch: dict[str, Any]) -> Tensor:
-    """`GeckoModule.training_step` with a gradient cache; returns a scalar to backpropagate as usual.
+def grad_cache_step(embed: Embed, loss_fn: LossFn, params: Iterable[Tensor], batch: dict[str, Any],
+                    towers: Sequence[str], chunk_size: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """A training step's loss with a gradient cache: (a scalar to backpropagate as usual, the detached
+    (B, D) embeddings of each tower for logging).
 
-    Its value equals the plain loss on the whole batch, and after `.backward()` the parameter
-    gradients equal the plain step's (with dropout, since each chunk replays its random state).
+    towers: the batch keys to embed, ("query", "positive"[, "negative"]); `loss_fn(q, pos, neg, batch)`
+    sees them in that order (neg None without a third tower). params: what the replay differentiates
+    (the trainable parameters). The scalar's value equals `loss_fn` on the whole batch, and after
+    `.backward()` the parameter gradients equal the plain step's (with dropout, since each chunk
+    replays its random state).
     """
-    size = check_chunk_size(module.hparams.grad_cache_chunk_size)
-    check_strategy(module)
-    towers = _towers(module, batch)
-    embedded = {k: embed_in_chunks(module, batch[k], size) for k in towers}
+    size = check_chunk_size(chunk_size)
+    embedded = {k: embed_in_chunks(embed, batch[k], size) for k in towers}
     leaves = {k: emb.detach().requires_grad_() for k, (emb, _) in embedded.items()}  # (B, D) each
     with torch.enable_grad():
-        loss = module.compute_loss(leaves["query"], leaves["positive"], leaves.get("negative"), batch)
+        loss = loss_fn(leaves["query"], leaves["positive"], leaves.get("negative"), batch)
         grads = torch.autograd.grad(loss, list(leaves.values()))  # collective under DDP: every rank runs it
     chunks = [c for k in towers for c in embedded[k][1]]  # replay order: query, positive, negative chunks
     chunk_grads = [g for grad in grads for g in grad.split(size)]  # (c, D) each, same order
-    module._log_step("train", loss.detach(), leaves["query"].detach(), leaves["positive"].detach())
     anchor = torch.zeros((), device=loss.device, requires_grad=True)  # gives the surrogate a backward
-    return _SurrogateLoss.apply(loss.detach(), anchor, _Replay(module, chunks, chunk_grads))
+    replay = _Replay(embed, [p for p in params if p.requires_grad], chunks, chunk_grads)
+    return _SurrogateLoss.apply(loss.detach(), anchor, replay), {k: v.detach() for k, v in leaves.items()}

@@ -1,22 +1,28 @@
 """GeckoModule: the LightningModule that fine-tunes a `GeckoEncoder` with Gecko's loss.
 
-The loss lives in `losses.py` and the cross-device gather in `distributed.py`; this file only
-wires the encoder, the loss switches, the optimiser and the logging together.
+The loss lives in `losses.py`, the cross-device gather in `distributed.py` and the gradient cache in
+`grad_cache.py`; this file only wires the encoder, the loss switches, the optimiser and the logging
+together. Its checkpoints carry what `GeckoEncoder.from_checkpoint` needs to rebuild the encoder
+without this class: settings, text format, backbone config and tokenizer (`checkpoint.encoder_record`).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
-from gecko_lightning.encoder import GeckoEncoder, Pooling
+from gecko_lightning.checkpoint import DATA_KEY, ENCODER_KEY, encoder_record
+from gecko_lightning.encoder import GeckoEncoder, Pooling, drop_unused_pooler
 from gecko_lightning.errors import UserError
+from gecko_lightning.grad_cache import check_strategy, grad_cache_step
 from gecko_lightning.losses import HARD_NEGATIVES, contrastive_loss, in_batch_accuracy, matryoshka_loss
 from gecko_lightning.rng import rng_states, set_rng_states
+from gecko_lightning.text_format import Template
 
 Batch = dict[str, Any]
 
@@ -92,7 +98,7 @@ class GeckoModule(L.LightningModule):
         self.encoder.train()
         if gradient_checkpointing:
             self.encoder.backbone.gradient_checkpointing_enable()
-        _drop_unused_pooler(self.encoder.backbone)
+        drop_unused_pooler(self.encoder.backbone)
         if compile:
             # In place (nn.Module.compile), so parameter names and checkpoints stay those of the eager model.
             self.encoder.backbone.compile(dynamic=True)
@@ -117,17 +123,26 @@ class GeckoModule(L.LightningModule):
             return matryoshka_loss(q, pos, neg, dims=hp.matryoshka_dims, weights=hp.matryoshka_weights, **kwargs)
         return contrastive_loss(q, pos, neg, **kwargs)
 
+    def _towers(self, batch: Batch) -> list[str]:
+        """The batch keys to embed: the negative side only when the loss uses it."""
+        return ["query", "positive"] + (["negative"] if "negative" in batch and self.hparams.hard_negatives != "none" else [])
+
     def _embed_batch(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
-        q = self.embed(batch["query"])  # (B, D)
-        pos = self.embed(batch["positive"])  # (B, D)
-        neg = self.embed(batch["negative"]) if "negative" in batch and self.hparams.hard_negatives != "none" else None
-        return q, pos, neg
+        q, pos, *neg = (self.embed(batch[k]) for k in self._towers(batch))  # (B, D) each
+        return q, pos, neg[0] if neg else None
+
+    def grad_cache_step(self, batch: Batch) -> Tensor:
+        """The training loss with a gradient cache (`model.grad_cache_chunk_size` texts per chunk);
+        backpropagate it as usual. Logs the true loss and accuracy."""
+        check_strategy(getattr(self._trainer, "strategy", None))
+        loss, emb = grad_cache_step(self.embed, self.compute_loss, self.parameters(), batch, self._towers(batch),
+                                    self.hparams.grad_cache_chunk_size)
+        self._log_step("train", loss.detach(), emb["query"], emb["positive"])
+        return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.hparams.grad_cache_chunk_size:
-            from gecko_lightning.grad_cache import grad_cache_step
-
-            return grad_cache_step(self, batch)
+            return self.grad_cache_step(batch)
         q, pos, neg = self._embed_batch(batch)
         loss = self.compute_loss(q, pos, neg, batch)
         self._log_step("train", loss, q, pos)
@@ -154,12 +169,23 @@ class GeckoModule(L.LightningModule):
         if on_step and self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True, batch_size=b)
 
-    # ---- exact resume: the dropout masks continue where the checkpoint left them -----------------
+    def setup(self, stage: str) -> None:
+        """Record the DataModule's text format on the encoder: checkpoints and exports then carry it."""
+        template = getattr(getattr(self._trainer, "datamodule", None), "template", None)
+        if isinstance(template, Template):
+            self.encoder.text_format = template
+
+    # ---- checkpoints: the encoder's own record, and an exact resume ---------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rng_states"] = rng_states()
+        checkpoint[ENCODER_KEY] = encoder_record(self.encoder)
+        checkpoint[DATA_KEY] = _data_record(getattr(self._trainer, "datamodule", None))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_rng = checkpoint.get("rng_states")
+        saved = (checkpoint.get(ENCODER_KEY) or {}).get("settings", {}).get("text_format")
+        if saved and self.encoder.text_format is None:
+            self.encoder.text_format = Template.from_dict(saved)
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         """Restore the saved generators just before the first step, not at load: between the two,
@@ -209,11 +235,20 @@ def _split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     return decay, no_decay
 
 
-def _drop_unused_pooler(backbone: nn.Module) -> None:
-    """Our pooling never reads the [CLS] pooler of BERT-like backbones (their forward skips a None
-    pooler). Its parameters would get no gradient, which DDP's reducer rejects at the first step."""
-    if isinstance(getattr(backbone, "pooler", None), nn.Module):
-        backbone.pooler = None
+def _data_record(datamodule: Any) -> dict[str, dict[str, Any]]:
+    """{source name: {path, source}}: the training sets, and where a converted set came from (its
+    manifest's `source`, e.g. a Hub dataset name), for the exported model card."""
+    from gecko_lightning.data.schema import read_manifest
+    from gecko_lightning.tracking import data_paths
+
+    out = {}
+    for name, path in data_paths(datamodule).items():
+        try:
+            manifest = read_manifest(path) if Path(path).is_dir() else {}
+        except ValueError:  # an unreadable manifest only costs the card its dataset line
+            manifest = {}
+        out[name] = {"path": path, "source": manifest.get("source")}
+    return out
 
 
 def _fused_ok(model: nn.Module) -> bool:

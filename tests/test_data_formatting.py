@@ -28,7 +28,7 @@ def test_gecko_format_query_and_document_sides():
 
 def test_symmetric_records_use_query_format_on_both_sides():
     ex = format_record(record(symmetric=True, negative=Passage("b")), Template.from_preset("gecko"))
-    assert ex.positive == "task: find it | query: x is y"
+    assert ex.positive == "task: find it | query: X x is y"  # the title is joined, not dropped (text_format)
     assert ex.negative == "task: find it | query: b"
     forced = format_record(record(symmetric=True), Template.from_preset("gecko"), symmetric=False)
     assert forced.positive == "title: X | text: x is y"

@@ -98,7 +98,7 @@ def test_export_from_lightning_checkpoint(tmp_path, tiny_bert):
 def test_checkpoint_without_encoder_is_named(tmp_path, capsys):
     ckpt = tmp_path / "other.ckpt"
     torch.save({"state_dict": {"head.weight": torch.zeros(2)}}, ckpt)
-    assert main([str(ckpt), str(tmp_path / "out")]) == 1
+    assert main([str(ckpt), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "other.ckpt holds no encoder weights" in err and "gecko fit" in err
 
@@ -107,7 +107,7 @@ def test_refuses_non_empty_out_dir(tmp_path, tiny_bert, capsys):
     _encoder(tiny_bert).save_pretrained(tmp_path / "src")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    assert main([str(tmp_path / "src"), str(tmp_path / "out")]) == 1
+    assert main([str(tmp_path / "src"), str(tmp_path / "out")]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
 
 
@@ -116,7 +116,7 @@ def test_failed_overwrite_leaves_old_export_byte_identical(tmp_path, tiny_bert, 
     _encoder(tiny_bert).save_pretrained(tmp_path / "src")
     out = export(tmp_path / "src", tmp_path / "out")
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    assert main([str(tmp_path / "no_such.ckpt"), str(out), "--overwrite"]) == 1
+    assert main([str(tmp_path / "no_such.ckpt"), str(out), "--overwrite"]) == 2
     assert "no_such.ckpt: no such checkpoint" in capsys.readouterr().err
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temp folder left behind
@@ -127,7 +127,7 @@ def test_export_onto_its_own_source_is_refused(tmp_path, tiny_bert, capsys, targ
     src = tmp_path / "src"
     _encoder(tiny_bert).save_pretrained(src)
     before = sorted(p.name for p in src.iterdir())
-    assert main([str(src), str(src / target), "--overwrite"]) == 1
+    assert main([str(src), str(src / target), "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "gecko export: error: cannot export" in err and "would replace its own source; pick another out_dir\n" in err
     assert sorted(p.name for p in src.iterdir()) == before
@@ -158,3 +158,106 @@ def test_crash_while_writing_leaves_old_export_and_no_temp_folder(tmp_path, tiny
         export(tmp_path / "src", out, overwrite=True)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+
+
+def _card_meta(folder):
+    import yaml
+
+    return yaml.safe_load((folder / "README.md").read_text().split("---", 2)[1])
+
+
+def _trained_checkpoint(tmp_path, tiny_bert, base: str, data: dict):
+    """A `gecko fit`-style checkpoint whose hparams name `base` as the backbone it started from."""
+    from gecko_lightning.checkpoint import DATA_KEY, ENCODER_KEY, encoder_record
+    from gecko_lightning.module import GeckoModule
+
+    torch.manual_seed(0)
+    module = GeckoModule(str(tiny_bert), random_init=True, max_length=64, matryoshka_dims=[32, 16])
+    hparams = dict(module.hparams) | {"model_name_or_path": base}
+    ckpt = tmp_path / "run" / "last.ckpt"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": L.__version__,
+                ENCODER_KEY: encoder_record(module.encoder), DATA_KEY: data}, ckpt)
+    return ckpt
+
+
+def test_card_metadata_and_model_index(tmp_path, tiny_bert):
+    data = {"snli": {"path": "data/snli", "source": "stanfordnlp/snli"}, "fret": {"path": "data/fret", "source": None}}
+    ckpt = _trained_checkpoint(tmp_path, tiny_bert, "sentence-transformers/all-MiniLM-L6-v2", data)
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"_meta": {"labels": {}, "model": str(ckpt), "prompts": "gecko", "split": "dev", "dims": [256]},
+                                   "scifact": {"ndcg_at_10@256": 64.51, "recall_at_100@256": 92.5},
+                                   "sts-test.csv": {"spearman@256": 80.125}}))
+    assert main([str(ckpt), str(tmp_path / "out"), "--results", str(results), "--name", "me/gecko-small"]) == 0
+    meta = _card_meta(tmp_path / "out")
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["datasets"] == ["stanfordnlp/snli"]
+    assert "license" not in meta  # the base model's card is not available offline: not guessed
+    assert (meta["pipeline_tag"], meta["library_name"]) == ("sentence-similarity", "sentence-transformers")
+    assert meta["model-index"] == [{"name": "me/gecko-small", "results": [
+        {"task": {"type": "Retrieval"}, "dataset": {"name": "scifact", "type": "scifact", "split": "dev"},
+         "metrics": [{"type": "ndcg_at_10", "value": 64.51, "name": "ndcg_at_10 at 256 dims"},
+                     {"type": "recall_at_100", "value": 92.5, "name": "recall_at_100 at 256 dims"}]},
+        {"task": {"type": "STS"}, "dataset": {"name": "sts-test.csv", "type": "sts-test.csv", "split": "dev"},
+         "metrics": [{"type": "spearman", "value": 80.125, "name": "spearman at 256 dims"}]}]}]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "license not recorded" in card and "- `fret`: data/fret" in card and "| scifact | ndcg_at_10@256 | 64.51 |" in card
+
+
+def test_card_license_comes_from_a_local_base_models_card(tmp_path, tiny_bert):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_bert, base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage: en\n---\n# a base model\n")
+    ckpt = _trained_checkpoint(tmp_path, tiny_bert, str(base), {})
+    assert main([str(ckpt), str(tmp_path / "out")]) == 0
+    meta = _card_meta(tmp_path / "out")
+    assert meta["license"] == "apache-2.0" and "base_model" not in meta and "datasets" not in meta  # a local folder has no Hub id
+    assert "model-index" not in meta  # no results given, none beside the checkpoint
+
+
+def test_push_to_hub_uploads_the_export(tmp_path, tiny_bert, monkeypatch, capsys):
+    from gecko_lightning import hub
+
+    _encoder(tiny_bert).save_pretrained(tmp_path / "src")
+    monkeypatch.setenv("GECKO_HUB_STANDIN", str(tmp_path / "hub"))
+    calls, upload = [], hub.upload_folder
+    monkeypatch.setattr(hub, "upload_folder", lambda *a, **k: (calls.append((a, k)), upload(*a, **k))[1])
+    assert main([str(tmp_path / "src"), str(tmp_path / "out"), "--push-to-hub", "me/gecko-tiny", "--private"]) == 0
+    assert calls == [((tmp_path / "out", "me/gecko-tiny"), {"repo_type": "model", "private": True})]
+    pushed = tmp_path / "hub" / "model" / "me" / "gecko-tiny"
+    files = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}  # noqa: E731
+    assert files(pushed) == files(tmp_path / "out") and (pushed / "model.safetensors").is_file()
+    assert 'SentenceTransformer("me/gecko-tiny")' in (pushed / "README.md").read_text()  # the card names the repo
+    assert "uploaded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--push-to-hub", "noslash"], "--push-to-hub 'noslash': name the repository as OWNER/NAME"),
+    (["--push-to-hub", "me/bad name"], "--push-to-hub 'me/bad name': Repo id must use alphanumeric chars"),
+    (["--private"], "--private only applies with --push-to-hub OWNER/NAME"),
+    (["--results", "RESULTS_NOT_JSON"], "cannot read it as JSON"),
+    (["--results", "RESULTS_BAD_SHAPE"], "'scifact' maps to"),
+    (["--results", "NO_SUCH_RESULTS"], "no_such.json: no such file"),
+], ids=["repo-without-owner", "repo-with-space", "private-alone", "results-not-json", "results-bad-shape", "results-missing"])
+def test_bad_input_exits_2_before_writing(tmp_path, tiny_bert, monkeypatch, capsys, args, message):
+    _encoder(tiny_bert).save_pretrained(tmp_path / "src")
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "shape.json").write_text(json.dumps({"scifact": 64.5}))
+    swap = {"RESULTS_NOT_JSON": str(tmp_path / "bad.json"), "RESULTS_BAD_SHAPE": str(tmp_path / "shape.json"),
+            "NO_SUCH_RESULTS": str(tmp_path / "no_such.json")}
+    monkeypatch.setenv("GECKO_HUB_STANDIN", str(tmp_path / "hub"))
+    capsys.readouterr()  # the source's save_pretrained progress bar
+    assert main([str(tmp_path / "src"), str(tmp_path / "out"), *[swap.get(a, a) for a in args]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gecko export: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "hub").exists()
+
+
+def test_gecko_command_exits_2_on_a_missing_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "gecko_lightning", "export", str(tmp_path / "none.ckpt"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "none.ckpt: no such checkpoint file or model folder" in run.stderr and "Traceback" not in run.stderr

@@ -7,7 +7,7 @@ dropout masks as the cache's first pass; only a correct RNG restore in the repla
 import pytest
 import torch
 
-from gecko_lightning.grad_cache import check_chunk_size, check_strategy, grad_cache_step
+from gecko_lightning.grad_cache import check_chunk_size, check_strategy
 from gecko_lightning.module import GeckoModule
 
 B = 7
@@ -59,7 +59,7 @@ def test_cached_gradients_match_plain_with_dropout(tiny_bert, chunk):
     module.zero_grad(set_to_none=True)
 
     torch.manual_seed(123)
-    got_loss = grad_cache_step(module, batch)
+    got_loss = module.grad_cache_step(batch)
     (0.25 * got_loss).backward()
     got = grads(module)
     assert torch.equal(torch.get_rng_state(), after_plain)  # the replay leaves the caller's RNG stream alone
@@ -95,14 +95,14 @@ def test_each_parameter_accumulates_once_per_step(tiny_bert):
     for name, p in module.named_parameters():
         if p.requires_grad:
             p.register_post_accumulate_grad_hook(lambda p, name=name: counts.__setitem__(name, counts.get(name, 0) + 1))
-    grad_cache_step(module, make_batch(module)).backward()  # 4 chunks per tower, 12 in all
+    module.grad_cache_step(make_batch(module)).backward()  # 4 chunks per tower, 12 in all
     assert counts and set(counts.values()) == {1}
     assert len(counts) == sum(p.grad is not None for p in module.parameters())
 
 
 def test_second_backward_is_refused(tiny_bert):
     module = make_module(tiny_bert, 4)
-    loss = grad_cache_step(module, make_batch(module))
+    loss = module.grad_cache_step(make_batch(module))
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="already backpropagated once"):
         loss.backward()
@@ -124,7 +124,7 @@ def test_training_step_dispatches_and_logs_the_true_loss(tiny_bert):
     with torch.no_grad():
         q, p, n = (module.embed(batch[k]) for k in ("query", "positive", "negative"))
         want = module.compute_loss(q, p, n, batch)
-    assert grad_cache_step(module, batch).item() == pytest.approx(want.item(), rel=1e-10)
+    assert module.grad_cache_step(batch).item() == pytest.approx(want.item(), rel=1e-10)
 
 
 def test_grad_cache_with_activation_checkpointing(tiny_bert):
@@ -133,7 +133,7 @@ def test_grad_cache_with_activation_checkpointing(tiny_bert):
     batch = make_batch(plain)
     for m in (plain, ckpt):
         torch.manual_seed(11)
-        grad_cache_step(m, batch).backward()
+        m.grad_cache_step(batch).backward()
     for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
         if a.grad is not None:
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-8, msg=name)
@@ -147,9 +147,9 @@ def test_ddp_find_unused_parameters_is_refused(tiny_bert):
     module = make_module(tiny_bert, 3)
     module._trainer = SimpleNamespace(strategy=DDPStrategy(find_unused_parameters=True))
     with pytest.raises(ValueError, match=r"does not work with DDP's find_unused_parameters=True \(strategy DDPStrategy\); use --trainer.strategy=ddp"):
-        grad_cache_step(module, make_batch(module))
+        module.grad_cache_step(make_batch(module))
     module._trainer = SimpleNamespace(strategy=DDPStrategy())
-    check_strategy(module)  # plain DDP is fine (tests/test_ddp_cpu.py trains with it)
+    check_strategy(module._trainer.strategy)  # plain DDP is fine (tests/test_ddp_cpu.py trains with it)
 
 
 @pytest.mark.parametrize(
@@ -169,8 +169,38 @@ def test_loss_variants_match_plain(tiny_bert, kwargs, drop_negative):
     want = grads(module)
     module.zero_grad(set_to_none=True)
     torch.manual_seed(9)
-    grad_cache_step(module, batch).backward()
+    module.grad_cache_step(batch).backward()
     got = grads(module)
     assert want.keys() == got.keys()
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_cache_needs_only_an_embed_function_and_a_loss():
+    """No GeckoModule: a bag-of-embeddings encoder with dropout and a plain InfoNCE loss, chunks of 2."""
+    from torch import nn
+    from torch.nn import functional as F
+
+    from gecko_lightning.grad_cache import grad_cache_step
+
+    torch.manual_seed(0)
+    table, drop = nn.Embedding(30, 8, dtype=torch.float64), nn.Dropout(0.2)
+
+    def embed(features):
+        mask = features["attention_mask"].unsqueeze(-1).to(torch.float64)  # (c, T, 1)
+        return F.normalize(drop(table(features["input_ids"])).mul(mask).sum(1), dim=-1)  # (c, 8)
+
+    def loss_fn(q, pos, neg, batch):
+        return F.cross_entropy(q @ pos.T / 0.05, torch.arange(q.shape[0]))
+
+    ids = torch.randint(0, 30, (2, 5, 6))
+    batch = {k: {"input_ids": ids[i], "attention_mask": torch.ones(5, 6, dtype=torch.long)} for i, k in enumerate(["query", "positive"])}
+    torch.manual_seed(1)
+    q, p = (torch.cat([embed({f: t[s : s + 2] for f, t in batch[k].items()}) for s in range(0, 5, 2)]) for k in ("query", "positive"))
+    loss_fn(q, p, None, batch).backward()
+    want, table.weight.grad = table.weight.grad.clone(), None
+    torch.manual_seed(1)
+    loss, emb = grad_cache_step(embed, loss_fn, table.parameters(), batch, ["query", "positive"], 2)
+    loss.backward()
+    torch.testing.assert_close(emb["query"], q.detach())
+    torch.testing.assert_close(table.weight.grad, want, rtol=1e-10, atol=1e-12)

@@ -1,10 +1,8 @@
 """Turn records into model text and tokenized batches.
 
-The paper's Table 7 format (the `gecko` preset) beat plain concatenation (the `plain` preset):
-    query side:    "task: {task} | query: {query}"
-    document side: "title: {title} | text: {text}"   (title "none" when absent)
-Symmetric records (STS, NLI, classification) put the query format on both sides, so both
-sides carry the task; `Example` holds the already formatted strings.
+The templates are `gecko_lightning.text_format.Template` (the `gecko` preset of Table 7, or `plain`),
+the one home evaluation and export format with too. Symmetric records (STS, NLI, classification)
+put the query format on both sides, their title joined to the text; `Example` holds the formatted strings.
 
 `TripletCollator` runs inside DataLoader workers: it tokenizes the query side and the
 document sides with their own max lengths and pads each to the longest row of the batch.
@@ -16,7 +14,6 @@ import copy
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,45 +23,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from gecko_lightning.data.schema import Passage, Record
 from gecko_lightning.errors import UserError
 from gecko_lightning.paths import local_model_path, resolve_path
-
-PRESETS: dict[str, dict[str, str]] = {
-    "gecko": {
-        "query": "task: {task} | query: {query}",
-        "document": "title: {title} | text: {text}",
-        "empty_title": "none",
-    },
-    "plain": {"query": "{task} {query}", "document": "{title} {text}", "empty_title": ""},
-}
-
-
-@dataclass(frozen=True)
-class Template:
-    """How a record becomes text. `query` sees {task} and {query}; `document` sees {title} and {text}."""
-
-    query: str = PRESETS["gecko"]["query"]
-    document: str = PRESETS["gecko"]["document"]
-    empty_title: str = "none"
-
-    @classmethod
-    def from_preset(cls, name: str = "gecko", query: str | None = None, document: str | None = None) -> Template:
-        """A preset with optional overrides of either side."""
-        if name not in PRESETS:
-            raise UserError(f"unknown format preset {name!r}: choose one of {sorted(PRESETS)} or pass templates")
-        preset = PRESETS[name]
-        template = cls(query or preset["query"], document or preset["document"], preset["empty_title"])
-        template.check()
-        return template
-
-    def check(self) -> None:
-        for side, text, fields in (("query", self.query, ("{query}",)), ("document", self.document, ("{text}",))):
-            if not all(f in text for f in fields):
-                raise UserError(f"{side} template {text!r} must contain {' and '.join(fields)}")
-
-    def format_query(self, task: str, query: str) -> str:
-        return self.query.format(task=task, query=query).strip()
-
-    def format_document(self, passage: Passage) -> str:
-        return self.document.format(title=passage.title or self.empty_title, text=passage.text).strip()
+from gecko_lightning.text_format import Template
 
 
 class Example(NamedTuple):
@@ -99,7 +58,7 @@ def format_record(
     suffix = f" {unique_id}" if unique_id else ""
 
     def side(p: Passage) -> str:
-        text = template.format_query(record.task, p.text) if symmetric else template.format_document(p)
+        text = template.format_symmetric(record.task, p.title, p.text) if symmetric else template.format_document(p.title, p.text)
         return text + suffix
 
     positive = side(record.positive)

@@ -27,7 +27,7 @@ class RetrievalEvalCallback(L.Callback):
         sts_file: str | None = "configs/assets/tiny_eval/sts.tsv",
         every_n_steps: int = 0,
         at_epoch_end: bool = True,
-        prompts: str = "gecko",
+        prompts: str = "model",
         batch_size: int = 64,
         prefix: str = "eval/",
     ) -> None:
@@ -37,7 +37,8 @@ class RetrievalEvalCallback(L.Callback):
             sts_file: STS pairs file (see `gecko eval --sts`) -> `eval/spearman`; None skips STS.
             every_n_steps: also evaluate every N optimizer steps; 0 = only at epoch ends.
             at_epoch_end: evaluate at the end of each training epoch.
-            prompts: "gecko" (task/title formats) or "none".
+            prompts: "model" (the format the DataModule trains with), "gecko" (the paper's task/title
+                formats) or "none" (raw text).
             batch_size: encoding batch size.
             prefix: metric name prefix; each Matryoshka dim d adds `...@d` (e.g. `eval/ndcg_at_10@32`).
         """
@@ -87,7 +88,7 @@ class RetrievalEvalCallback(L.Callback):
                                           show_progress=False, device=device)
             out.update(self._named(scores, "ndcg_at_10"))
         if self.sts is not None:
-            task = self.prompt_map.task_types.get("STS", "sentence similarity")
+            task = self.prompt_map.task_type("STS")
             scores = runner.evaluate_sts(encoder, self.sts, dims, self.prompts, task, self.batch_size, show_progress=False, device=device)
             out.update(self._named(scores, "spearman"))
         return out

@@ -21,6 +21,7 @@ from gecko_lightning.evaluation.models import ModelLoadError, load_encoder
 from gecko_lightning.evaluation.prompts import PROMPT_STYLES, PromptMap
 from gecko_lightning.evaluation.results import parse_labels, write_results
 from gecko_lightning.evaluation import runner
+from gecko_lightning.text_format import template_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cls-experiments", type=int, default=10, help="undersampling repeats averaged (MTEB default 10)")
     p.add_argument("--mteb", nargs="+", default=[], metavar="NAME", help="MTEB task or benchmark names (needs the data cached or network)")
     p.add_argument("--mteb-output", default="results/mteb", help="folder for MTEB's own result files")
-    p.add_argument("--prompts", choices=PROMPT_STYLES, default="gecko", help="gecko: task/title formats of the paper; none: raw text")
+    p.add_argument("--prompts", choices=PROMPT_STYLES, default="model",
+                   help="model: the format the model was trained with (gecko if it records none); gecko: the paper's "
+                        "task/title formats; none: raw text")
     p.add_argument("--prompt-map", default=None, help="YAML of task strings (default configs/eval/gecko_prompts.yaml)")
     p.add_argument("--dims", nargs="+", type=int, default=None, help="Matryoshka dims to score (truncate + renormalise); default full width")
     p.add_argument("--ignore-identical-ids", action="store_true", help="drop retrieved docs whose id equals the query id (ArguAna/Quora)")
@@ -72,12 +75,12 @@ def run_offline(args: argparse.Namespace, encoder) -> dict[str, dict[str, float]
         results[Path(folder).name] = _suffixed(scores, args.dims is not None)
     for file in args.sts:
         data = load_sts(file)
-        task = prompt_map.task_types.get("STS", "sentence similarity")
+        task = prompt_map.task_type("STS")
         scores = _timed(file, lambda: runner.evaluate_sts(encoder, data, dims, args.prompts, task, args.batch_size))
         results[Path(file).name] = _suffixed(scores, args.dims is not None)
     for spec in args.classification:
         train, test = (read_labelled(p) for p in find_splits(spec))
-        task = prompt_map.task_types.get("Classification", "classification")
+        task = prompt_map.task_type("Classification")
         per_label = args.cls_samples_per_label or None
         scores = _timed(spec, lambda: runner.evaluate_classification(encoder, train, test, dims, args.prompts, task, per_label,
                                                                      args.cls_experiments, args.batch_size))
@@ -130,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(results))
     if args.output:
-        meta = {"labels": labels, "model": args.model, "prompts": args.prompts, "split": args.split, "dims": args.dims}
+        prompts = template_name(runner.template_for(args.prompts, encoder))  # the format used: gecko, plain, custom or none
+        meta = {"labels": labels, "model": args.model, "prompts": prompts, "split": args.split, "dims": args.dims}
         write_results(Path(args.output), results, meta)
         print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
     return 0

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from gecko_lightning.encoder import GeckoEncoder
-from gecko_lightning.evaluation.prompts import PromptMap, format_document, format_query, plain_document
-from gecko_lightning.evaluation.runner import embed, truncate
+from gecko_lightning.evaluation.prompts import PromptMap
+from gecko_lightning.evaluation.runner import embed, template_for, truncate
+from gecko_lightning.text_format import template_name
 
 
 class MTEBDataUnavailable(RuntimeError):
@@ -28,17 +29,19 @@ def _make_wrapper_class():
     from mteb.models.model_meta import ModelMeta, ScoringFunction
 
     class GeckoMTEBEncoder(AbsEncoder):
-        """A GeckoEncoder seen by mteb. prompts="gecko" formats inputs per task; "none" passes text as is.
+        """A GeckoEncoder seen by mteb. prompts="model" formats inputs per task with the format the model
+        was trained with (gecko when it records none), "gecko" with the paper's; "none" passes text as is.
 
         dim: evaluate a Matryoshka prefix (truncate + renormalise); None keeps the full width.
         """
 
-        def __init__(self, encoder: GeckoEncoder, name: str, prompts: str = "gecko", prompt_map: PromptMap | None = None,
+        def __init__(self, encoder: GeckoEncoder, name: str, prompts: str = "model", prompt_map: PromptMap | None = None,
                      dim: int | None = None, batch_size: int = 64) -> None:
             self.model, self.prompts, self.dim, self.batch_size = encoder, prompts, dim, batch_size
+            self.template = template_for(prompts, encoder)  # None: raw text
             self.prompt_map = prompt_map or PromptMap.load()
             self.mteb_model_meta = ModelMeta.create_empty({
-                "name": name, "revision": f"prompts-{prompts}" + (f"-dim{dim}" if dim else ""),
+                "name": name, "revision": f"prompts-{template_name(self.template)}" + (f"-dim{dim}" if dim else ""),
                 "embed_dim": dim or encoder.dim, "max_tokens": encoder.max_length,
                 "similarity_fn_name": ScoringFunction.COSINE, "framework": ["PyTorch"],
             })
@@ -49,21 +52,22 @@ def _make_wrapper_class():
             return truncate(emb, self.dim).numpy()
 
         def _format(self, batch: dict, task_metadata, prompt_type) -> list[str]:
-            texts = list(batch["text"])
-            if self.prompts == "none":
+            texts, template = list(batch["text"]), self.template
+            if template is None:
                 return texts
             name, kind = task_metadata.name, task_metadata.type
             task = self.prompt_map.task_for(kind, name)
             is_doc = prompt_type is not None and str(getattr(prompt_type, "value", prompt_type)) == "document"
             if not is_doc:
-                return [format_query(task, t) for t in texts]
+                return [template.format_query(task, t) for t in texts]
             titles, bodies = batch.get("title"), batch.get("body")
-            if self.prompt_map.is_symmetric(name):
-                return [format_query(task, t) for t in texts]
-            if bodies is not None:  # mteb joins "title text"; Gecko wants the fields apart
+            if bodies is not None:  # mteb joins "title text"; the template wants the fields apart
                 titles = titles if titles is not None else [None] * len(bodies)
-                return [format_document(t, b) for t, b in zip(titles, bodies)]
-            return [format_document(None, t) for t in texts]
+            else:
+                titles, bodies = [None] * len(texts), texts
+            if self.prompt_map.is_symmetric(name):
+                return [template.format_symmetric(task, t, b) for t, b in zip(titles, bodies)]
+            return [template.format_document(t, b) for t, b in zip(titles, bodies)]
 
     return GeckoMTEBEncoder
 
@@ -114,7 +118,7 @@ def offline_message(task: str) -> str:
 
 
 def run_mteb(encoder: GeckoEncoder, names: Sequence[str], output_folder: str | Path, name: str = "gecko/local",
-             prompts: str = "gecko", prompt_map: PromptMap | None = None, dims: Sequence[int | None] = (None,),
+             prompts: str = "model", prompt_map: PromptMap | None = None, dims: Sequence[int | None] = (None,),
              batch_size: int = 64) -> dict[str, dict[str, float]]:
     """Evaluate every task at every dim; results go to `output_folder` in mteb's format.
 
@@ -124,7 +128,7 @@ def run_mteb(encoder: GeckoEncoder, names: Sequence[str], output_folder: str | P
 
 
 def evaluate_tasks(encoder: GeckoEncoder, tasks: Sequence, output_folder: str | Path, name: str = "gecko/local",
-                   prompts: str = "gecko", prompt_map: PromptMap | None = None, dims: Sequence[int | None] = (None,),
+                   prompts: str = "model", prompt_map: PromptMap | None = None, dims: Sequence[int | None] = (None,),
                    batch_size: int = 64) -> dict[str, dict[str, float]]:
     """`run_mteb` for already-built mteb task objects (tests pass mteb's mock tasks)."""
     import mteb

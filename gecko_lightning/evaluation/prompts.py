@@ -1,9 +1,9 @@
-"""Gecko's input format for evaluation, driven by the editable `configs/eval/gecko_prompts.yaml`.
+"""Which task string each evaluation set gets, from the editable `configs/eval/gecko_prompts.yaml`.
 
-Queries become `task: {task} | query: {text}`, retrieval documents `title: {title} | text: {text}`,
-and symmetric tasks use the query format on both sides (paper, Table 7). With `prompts="none"` every
-formatter returns plain text, MTEB-style (document = "title text"), which is how published scores of
-prompt-free models such as all-MiniLM-L6-v2 were produced.
+The templates themselves are `gecko_lightning.text_format` (the same ones training used); this file
+only maps MTEB task types and retrieval datasets to task strings. With `prompts="none"` inputs are
+raw text, MTEB-style (document = "title text"), which is how published scores of prompt-free models
+such as all-MiniLM-L6-v2 were produced.
 """
 
 from __future__ import annotations
@@ -13,25 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from gecko_lightning.text_format import PROMPT_STYLES, RETRIEVAL_TASK, TASK_TYPES, join_title  # noqa: F401  (re-exported)
+
 DEFAULT_PROMPT_MAP = Path(__file__).resolve().parents[2] / "configs" / "eval" / "gecko_prompts.yaml"
 # Used only when the package is installed without the repo's configs/ folder.
-_FALLBACK = {"task_types": {"Classification": "classification", "STS": "sentence similarity",
-                            "PairClassification": "sentence similarity", "Clustering": "search result"},
-             "retrieval_default": "search result", "retrieval": {}, "symmetric_retrieval": []}
-PROMPT_STYLES = ("gecko", "none")
-
-
-def format_query(task: str, text: str) -> str:
-    return f"task: {task} | query: {text}"
-
-
-def format_document(title: str | None, text: str) -> str:
-    return f"title: {title or 'none'} | text: {text}"
-
-
-def plain_document(title: str | None, text: str) -> str:
-    """How MTEB joins a BEIR document for prompt-free models."""
-    return f"{title} {text}".strip() if title else text.strip()
+_FALLBACK = {"task_types": dict(TASK_TYPES), "retrieval_default": RETRIEVAL_TASK, "retrieval": {}, "symmetric_retrieval": []}
+plain_document = join_title  # how MTEB joins a BEIR document for prompt-free models
 
 
 @dataclass
@@ -39,7 +26,7 @@ class PromptMap:
     """Task strings per MTEB task type and per retrieval dataset, loaded from YAML."""
 
     task_types: dict[str, str]
-    retrieval_default: str = "search result"
+    retrieval_default: str = RETRIEVAL_TASK
     retrieval: dict[str, str] = field(default_factory=dict)
     symmetric_retrieval: list[str] = field(default_factory=list)
 
@@ -57,6 +44,10 @@ class PromptMap:
             raise ValueError(f"prompt map {path}: unknown keys {sorted(unknown)}")
         return cls(**raw)
 
+    def task_type(self, kind: str) -> str:
+        """Task string of an MTEB task type ("STS", "Classification", ...), else the built-in default."""
+        return self.task_types.get(kind) or TASK_TYPES.get(kind, self.retrieval_default)
+
     def retrieval_task(self, dataset: str) -> str:
         """Task string for a retrieval dataset name (case-insensitive), else the default."""
         lowered = {k.lower(): v for k, v in self.retrieval.items()}
@@ -71,3 +62,7 @@ class PromptMap:
         if task_type in ("Retrieval", "Reranking", "InstructionRetrieval") or dataset.lower() in {k.lower() for k in self.retrieval}:
             return self.retrieval_task(dataset)
         return self.task_types.get(task_type, self.retrieval_default)
+
+    def all_tasks(self) -> list[str]:
+        """Every task string this map can give, sorted: one named prompt each in an export."""
+        return sorted({*self.task_types.values(), *self.retrieval.values(), self.retrieval_default})
