@@ -16,6 +16,7 @@ Re-ranking only permutes the top N, so recall@N is the same for all four orders.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -104,10 +105,34 @@ def _retrieve(cfg: BuildConfig, data: BeirSet, qids: list[str], task: str, llm: 
     docs = [{"id": i, "title": title, "text": text} for i, (title, text) in data.corpus.items()]
     cut = truncate_corpus(tqdm(docs, desc="truncate", unit="passage"), cfg.corpus.max_passage_tokens, llm.truncate)
     encoder = load_embedder(rc, seed=cfg.corpus.seed)
-    doc_emb = embed(encoder, [rc.doc_format.format(title=d["title"] or "", text=d["text"]).strip() for d in docs], rc)
+    doc_emb = _corpus_embeddings(encoder, [rc.doc_format.format(title=d["title"] or "", text=d["text"]).strip() for d in docs],
+                                 cfg, Path(cfg.output_dir) / "embeddings")
     query_emb = embed(encoder, [rc.query_format.format(task=task, query=data.queries[q]) for q in qids], rc)
     _, idx = search(query_emb, doc_emb, rc.top_n, rc)
     return {d["id"]: d for d in docs}, [[docs[i]["id"] for i in hits if i >= 0] for hits in idx], cut
+
+
+def _corpus_embeddings(encoder, texts: list[str], cfg: BuildConfig, folder: Path) -> np.ndarray:
+    """The corpus matrix, embedded once per (embedder, settings, texts): re-runs and other judges reuse it.
+
+    The file name is a sha256 of everything the vectors depend on, so a changed corpus, format,
+    truncation or embedder never reads a stale matrix.
+    """
+    rc = cfg.retrieve
+    key = hashlib.sha256(json.dumps([rc.embedder, rc.random_init, cfg.corpus.seed if rc.random_init else None,
+                                     rc.max_length, texts], ensure_ascii=False).encode("utf-8")).hexdigest()[:24]
+    path = folder / f"corpus-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    emb = embed(encoder, texts, rc)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, emb)
+
+    atomic_write(path, write)
+    return emb
 
 
 def _score(ctx: Context, llm: LLM, rows: list[dict[str, Any]], by_id: dict[str, dict]) -> list[tuple[list, list] | None]:

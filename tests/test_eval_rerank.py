@@ -150,3 +150,21 @@ def test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "b").exists()  # failed before any work
+
+
+def test_the_corpus_is_embedded_once_and_a_changed_setting_embeds_again(toy, monkeypatch):
+    cfg, beir = toy
+    corpus_sizes = []
+
+    def counting(encoder, texts, rc):
+        corpus_sizes.append(len(texts))
+        return _stub_embed(encoder, texts, rc)
+
+    monkeypatch.setattr(rerank_eval, "embed", counting)
+    first = rerank_eval.evaluate_rerank(cfg, beir, task="toy task", llm=TableLLM())
+    again = rerank_eval.evaluate_rerank(cfg, beir, task="toy task", llm=TableLLM())
+    assert corpus_sizes == [4, 3, 3]  # corpus + queries, then the queries only
+    assert {k: again[k] for k in rerank_eval.ORDERS} == {k: first[k] for k in rerank_eval.ORDERS}
+    cfg.retrieve.max_length = 64  # vectors depend on it: not read from the old file
+    rerank_eval.evaluate_rerank(cfg, beir, task="toy task", llm=TableLLM())
+    assert corpus_sizes == [4, 3, 3, 4, 3]
