@@ -174,6 +174,9 @@ class RetrieveConfig:
     """hnsw: neighbours per graph node."""
     device: str = "auto"
     """auto (CUDA when present, else CPU) | cpu | cuda | cuda:N: where the embedder runs."""
+    index_dir: str | None = None
+    """Folder of the corpus embedding and its search index (`--stage embed`, `--stage index`); every
+    shard of a sharded build searches it. Default `<output_dir>/index`."""
 
 
 @dataclass
