@@ -2,6 +2,12 @@
 
 Every stage's statistics land in `stages/<stage>.stats.json`, so the manifest written by `export`
 describes the latest run of every stage even when stages were run one at a time.
+
+Two steps stand outside the per-build stages because they serve a whole (possibly sharded) build
+once: `embed` embeds the corpus, or slice `shard.index` of `shard.count` of it, into
+`retrieve.index_dir`, and `index` checks the slices and builds the search index (`embed` over the
+whole corpus does both). A shard (shards.py) writes `<output_dir>/shard-I-of-N/` and only reads
+that index; an unsharded build embeds its corpus in `retrieve` when its own index is missing.
 """
 
 from __future__ import annotations
@@ -17,26 +23,31 @@ from typing import Any
 from gecko_lightning.data.schema import (
     MANIFEST, Passage, Record, dataset_files, read_manifest, write_manifest, write_records,
 )
-from gecko_lightning.paths import resolve_path
+from gecko_lightning.errors import UserError
 
-from . import stages
+from . import corpus, stages
 from .cache import CallCounter, LLMCache
 from .config import BuildConfig
 from .corpus import read_jsonl, write_json
 from .llm import LLM, build_llm
+from .shards import resolve_shard, shard_dir
 
 log = logging.getLogger(__name__)
 STAGES = ("generate", "retrieve", "rerank", "select", "export")
 LLM_STAGES = ("generate", "rerank")
+STEPS = ("embed", "index")  # the shared corpus index; `--stage embed` / `--stage index`, on their own
 
 
 class Context:
     """What stages share: the config, the output folder, the cache, call counts and the lazily built LLM."""
 
     def __init__(self, cfg: BuildConfig, llm: LLM | None = None) -> None:
-        """`llm`: an already loaded backend to use instead of building one from `cfg.llm`."""
+        """`llm`: an already loaded backend to use instead of building one from `cfg.llm`.
+
+        A sharded `cfg` (see `shards.resolve_shard`) works in its shard's folder.
+        """
         self.cfg = cfg
-        self.out = Path(cfg.output_dir)
+        self.out = shard_dir(cfg)
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache = LLMCache(cfg.cache.path or self.out / "llm_cache.sqlite")
         self.counter = CallCounter()
@@ -99,9 +110,8 @@ def file_sha256(path: Path) -> str:
 
 
 def corpus_fingerprint(cfg: BuildConfig) -> str | None:
-    """sha256 of the corpus file, or None for a Hub dataset (known only by its name)."""
-    path = Path(resolve_path(cfg.corpus.path))
-    return file_sha256(path) if path.is_file() else None
+    """The build's corpus as `corpus.corpus_fingerprint` identifies it (None when it can't tell)."""
+    return corpus.corpus_fingerprint(cfg.corpus)
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
@@ -113,9 +123,10 @@ def finished_build(cfg: BuildConfig) -> dict[str, Any] | None:
     """The manifest of a complete build of exactly this config and corpus in `cfg.output_dir`, else None.
 
     The manifest is removed before any stage runs and written last, so its presence means every
-    stage and the export finished; the shards it lists must all still be there.
+    stage and the export finished; the shards it lists must all still be there. A sharded `cfg`
+    (as `shards.resolve_shard` returns it) is looked for in its shard folder.
     """
-    out = Path(cfg.output_dir)
+    out = shard_dir(cfg)
     try:
         manifest = read_manifest(out)
     except (ValueError, OSError):  # unreadable or another schema version: rebuild
@@ -140,15 +151,32 @@ def run(cfg: BuildConfig, stage_names: list[str] | None = None, force: bool = Fa
 
     A complete build of the same config and corpus is not run again unless `force` (a forced run
     still answers every LLM call from the cache); its stats come back with `skipped: True`.
+    The shard comes from `cfg.shard` or the Slurm array (`shards.resolve_shard`). `embed` and
+    `index` (STEPS) run only on their own.
     """
     names = stage_names or list(STAGES)
-    bad = [s for s in names if s not in STAGES]
+    bad = [s for s in names if s not in STAGES + STEPS]
     if bad:
-        raise ValueError(f"unknown stage(s) {bad}; choose from {list(STAGES)} (comma-separated for several)")
+        raise ValueError(f"unknown stage(s) {bad}; choose from {list(STAGES + STEPS)} (comma-separated for several)")
+    cfg = resolve_shard(cfg)
+    if set(names) & set(STEPS):
+        if not set(names) <= set(STEPS):
+            raise UserError(f"--stage {','.join(names)}: embed and index build the corpus index that every shard "
+                            f"searches; run them on their own (--stage embed, then the build)")
+        return {s: run_step(cfg, s) for s in STEPS if s in names}
     if stage_names is None and not force and (done := finished_build(cfg)) is not None:
-        log.info("%s holds a finished build of this config and corpus; reusing it (--force rebuilds)", cfg.output_dir)
+        log.info("%s holds a finished build of this config and corpus; reusing it (--force rebuilds)", shard_dir(cfg))
         return {s: {**done["stages"].get(s, {}), "skipped": True} for s in STAGES[:-1]} | {
             "export": {"records": done["records"], "shards": len(done["shards"]), "skipped": True}}
+    if cfg.shard.count is not None and "retrieve" in names:
+        from .retrieval import check_index
+
+        check_index(cfg)  # before the LLM loads; generate checks the passages before its first call
+    return run_stages(cfg, names)
+
+
+def run_stages(cfg: BuildConfig, names: list[str]) -> dict[str, Any]:
+    """Run `names` of STAGES for `cfg` exactly as given (no shard resolution, no reuse of a finished build)."""
     ctx = Context(cfg)
     (ctx.out / MANIFEST).unlink(missing_ok=True)  # the build is incomplete until export writes it again
     try:
@@ -157,6 +185,22 @@ def run(cfg: BuildConfig, stage_names: list[str] | None = None, force: bool = Fa
         return {s: run_stage(ctx, s) for s in STAGES if s in names}
     finally:
         ctx.cache.close()
+
+
+def run_step(cfg: BuildConfig, step: str) -> dict[str, Any]:
+    """`embed` (slice `shard.index` of `shard.count`, or everything) or `index` (merge the slices)."""
+    from .retrieval import embed_corpus, finish_index
+
+    start = time.perf_counter()
+    if step == "index":
+        manifest = finish_index(cfg, corpus_fingerprint(cfg))
+        stats = {"passages": manifest["passages"], "slices": len(manifest["slices"]), "passages_sha256": manifest["passages_sha256"]}
+    else:
+        rows, _ = stages.prepared_corpus(cfg, stages.passage_truncator(cfg.llm))
+        stats = embed_corpus(cfg, rows, corpus_fingerprint(cfg))
+    stats["wall_s"] = round(time.perf_counter() - start, 3)
+    log.info("step %s done in %.1fs", step, stats["wall_s"])
+    return stats
 
 
 def _passage(row: dict[str, Any]) -> Passage:
@@ -211,6 +255,7 @@ def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
         "empty_passages_skipped": gen.get("empty_passages_skipped", 0),
         "empty_passages_first": gen.get("empty_passages_first", []),
         "round_trip": per_stage.get("retrieve", {}).get("round_trip"),
+        "shard": gen.get("shard"),
         "models": models,
         "prompt_versions": prompt_versions,
         "wall_time_s": {s: st["wall_s"] for s, st in per_stage.items()},

@@ -6,6 +6,10 @@ and writes its own, so any stage can be re-run alone:
     rerank    -> rerank.jsonl                                (LLM: QL and RC for every candidate, RRF)
     select    -> select.jsonl                                (no LLM: positive / negative choice)
     export    -> shard-*.jsonl + manifest.json               (see pipeline.py)
+
+`prepared_corpus` is the one place the corpus is read and truncated: `generate` calls it with the
+LLM's own `truncate`, the embed step (`--stage embed`, which loads no LLM) with `passage_truncator`,
+and the retrieve stage checks that both saw the same passages (retrieval.py).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from .cache import cache_key, cached_batch
+from .config import BuildConfig, LLMConfig
 from .corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, write_jsonl
-from .llm import CallFailed
+from .llm import LLM, CallFailed
 from .prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_prompt, passage_text
+from .shards import shard_seeds
 
 if TYPE_CHECKING:
     from .pipeline import Context
@@ -41,22 +47,52 @@ def _cached(ctx: Context, stage: str, keys: list[str], compute) -> list:
     return cached_batch(ctx.cache, ctx.counter, stage, keys, compute, max_failures=ctx.cfg.llm.max_failures)
 
 
-def generate(ctx: Context) -> dict[str, Any]:
-    cfg, llm = ctx.cfg, ctx.llm()
+def seed_batch(ctx: Context) -> int:
+    """Seeds per generate batch; shards hold whole batches and retrieve embeds queries batch by batch."""
+    return _submission(ctx, ctx.cfg.llm.gen_batch_size)
+
+
+def passage_truncator(cfg: LLMConfig):
+    """`LLM.truncate` of `cfg`'s backend without loading its model: its tokenizer, or words for `fake`."""
+    if cfg.backend == "fake":
+        return LLM().truncate
+    from .tokens import PromptTokens, load_tokenizer
+
+    # The tokenizer each backend loads: llm.tokenizer, else the model's own (its GGUF file included).
+    return PromptTokens(load_tokenizer(cfg.tokenizer or cfg.model, None if cfg.tokenizer else cfg.gguf_file)).truncate
+
+
+def prepared_corpus(cfg: BuildConfig, truncate) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The corpus as every stage sees it: read, empty passages skipped, cut to `corpus.max_passage_tokens`."""
     empty: list[str] = []
     corpus = load_corpus(cfg.corpus, skipped=empty)
     if empty:
         log.warning("skipped %d corpus passage(s) with empty text, e.g. %s", len(empty), ", ".join(empty[:5]))
-    truncated = truncate_corpus(corpus, cfg.corpus.max_passage_tokens, llm.truncate)
+    truncated = truncate_corpus(corpus, cfg.corpus.max_passage_tokens, truncate)
+    return corpus, {"corpus_passages": len(corpus), "empty_passages_skipped": len(empty),
+                    "empty_passages_first": empty[:5], "truncated_passages": truncated}
+
+
+def generate(ctx: Context) -> dict[str, Any]:
+    cfg, llm = ctx.cfg, ctx.llm()
+    corpus, corpus_stats = prepared_corpus(cfg, llm.truncate)
+    if cfg.shard.count is not None:  # a shard must not pay for calls it cannot retrieve for
+        from .retrieval import check_index
+
+        check_index(cfg, corpus)
     write_jsonl(ctx.stage_file("corpus"), corpus)
     by_id = {r["id"]: r for r in corpus}
-    seeds = sample_seeds(corpus, cfg.corpus.num_seeds, cfg.corpus.seed)
+    size = seed_batch(ctx)
+    # Sampled over the whole corpus first, so the shards' seeds together are the unsharded build's.
+    seeds, shard = shard_seeds(sample_seeds(corpus, cfg.corpus.num_seeds, cfg.corpus.seed), size, cfg.shard)
+    if shard and not seeds:
+        log.warning("shard %d of %d has no seeds: %d seeds make only %d batches of %d", shard["index"], shard["count"],
+                    shard["total_seeds"], -(-shard["total_seeds"] // size), size)
     prompt = load_prompt(cfg.generate.prompt, ("instruction", "examples", "task_types"))
     gp = GenerationPrompt(prompt, cfg.generate.shots, cfg.generate.task_types)
     ctx.prompt_versions["generate"] = gp.prompt.version
     rows, reasons = [], Counter()
     bar = tqdm(total=len(seeds), desc="generate", unit="seed")
-    size = _submission(ctx, cfg.llm.gen_batch_size)
     for start in range(0, len(seeds), size):
         batch = seeds[start : start + size]
         reqs = [gp.request(s, passage_text(by_id[s]["title"], by_id[s]["text"]), cfg.corpus.seed) for s in batch]
@@ -70,10 +106,10 @@ def generate(ctx: Context) -> dict[str, Any]:
     write_jsonl(ctx.stage_file("generate"), rows)
     failures = sum(reasons.values())
     return {
-        "corpus_passages": len(corpus), "empty_passages_skipped": len(empty), "empty_passages_first": empty[:5],
-        "truncated_passages": truncated, "seeds": len(seeds),
+        **corpus_stats, "seeds": len(seeds),
         "queries": sum(r["query"] is not None for r in rows), "parse_failures": dict(reasons),
         "parse_failure_rate": failures / max(1, len(seeds)), "fallback_used": sum(r["fallback"] for r in rows),
+        "shard": shard,
     }
 
 
@@ -93,30 +129,42 @@ def _parsed_row(gp, seed_id, prefix, out, task_type, passage, ctx, reasons) -> d
 
 
 def retrieve(ctx: Context) -> dict[str, Any]:
-    from .retrieval import candidates_with_seed, embed, load_embedder, search
+    from .retrieval import candidates_with_seed, embed, load_embedder, open_index
 
     cfg, rc = ctx.cfg, ctx.cfg.retrieve
     corpus = read_jsonl(ctx.stage_file("corpus"))
-    gens = [g for g in read_jsonl(ctx.stage_file("generate")) if g["query"] is not None]
+    gens = read_jsonl(ctx.stage_file("generate"))
     encoder = load_embedder(rc, seed=cfg.corpus.seed)
-    docs = embed(encoder, [rc.doc_format.format(title=r["title"] or "", text=r["text"]).strip() for r in corpus], rc)
-    queries = embed(encoder, [rc.query_format.format(task=g["task"], query=g["query"]) for g in gens], rc)
+    # A shard only reads the shared index (built by --stage embed); an unsharded build makes its own if needed.
+    index, summary = open_index(cfg, corpus, encoder=encoder if cfg.shard.count is None else None)
     k_rt = cfg.filter.round_trip_top_k
-    _, idx = search(queries, docs, max(rc.top_n, k_rt or 0), rc)
-    rows, added, dropped = [], 0, 0
-    for g, hits in zip(gens, idx):
-        ranked = [corpus[i]["id"] for i in hits if i >= 0]
-        cands, seed_rank = candidates_with_seed(ranked, g["seed_id"], rc.top_n)
-        if k_rt is not None and (seed_rank is None or seed_rank > k_rt):
-            dropped += 1
+    rows, added, dropped, queries_in, size = [], 0, 0, 0, seed_batch(ctx)
+    bar = tqdm(total=len(gens), desc="retrieve", unit="seed")
+    # One generate batch at a time: its queries are embedded and searched together exactly as in the
+    # unsharded build (shards hold whole batches), so no float depends on how the seeds were sharded.
+    for start in range(0, len(gens), size):
+        block = gens[start : start + size]
+        batch = [g for g in block if g["query"] is not None]
+        bar.update(len(block))
+        if not batch:
             continue
-        added += seed_rank is None or seed_rank > rc.top_n
-        rows.append({**{k: g[k] for k in ("seed_id", "task_type", "task", "query")},
-                     "candidates": cands, "seed_retrieval_rank": seed_rank})
+        queries_in += len(batch)
+        texts = [rc.query_format.format(task=g["task"], query=g["query"]) for g in batch]
+        _, idx = index.search(embed(encoder, texts, rc, show_progress=False), max(rc.top_n, k_rt or 0))
+        for g, hits in zip(batch, idx):
+            ranked = [corpus[i]["id"] for i in hits if i >= 0]
+            cands, seed_rank = candidates_with_seed(ranked, g["seed_id"], rc.top_n)
+            if k_rt is not None and (seed_rank is None or seed_rank > k_rt):
+                dropped += 1
+                continue
+            added += seed_rank is None or seed_rank > rc.top_n
+            rows.append({**{k: g[k] for k in ("seed_id", "task_type", "task", "query")},
+                         "candidates": cands, "seed_retrieval_rank": seed_rank})
+    bar.close()
     write_jsonl(ctx.stage_file("retrieve"), rows)
     ctx.models["embedder"] = rc.embedder
-    return {"queries_in": len(gens), "queries": len(rows), "seed_added": added,
-            "round_trip": {"top_k": k_rt, "kept": len(rows), "dropped": dropped}}
+    return {"queries_in": queries_in, "queries": len(rows), "seed_added": added,
+            "round_trip": {"top_k": k_rt, "kept": len(rows), "dropped": dropped}, "index": summary}
 
 
 def _ranks(scores: list[float]) -> list[int]:
@@ -243,5 +291,6 @@ def select(ctx: Context) -> dict[str, Any]:
     changed = sum(o["positive_id"] != o["seed_id"] for o in out)
     top1 = sum(r["candidates"][0]["id"] != r["seed_id"] for r in rows)
     return {"records": len(out), "positive": cfg.select.positive, "negative": cfg.select.negative,
+            "positive_ne_seed": changed, "llm_top1_ne_seed": top1,
             "positive_ne_seed_rate": changed / max(1, len(out)), "llm_top1_ne_seed_rate": top1 / max(1, len(rows)),
             "with_negative": sum(o["negative_id"] is not None for o in out)}

@@ -1,0 +1,325 @@
+"""Sharded FRet builds: which seeds a shard builds, where it writes, and how finished shards merge.
+
+`corpus.num_seeds` seeds are sampled from the whole corpus first, then cut into `shard.count`
+contiguous runs of whole generate batches (`llm.gen_batch_size` in-process, `llm.submit_size` for
+vllm/openai), balanced to within one batch. A batch is the unit because a batch's results may depend on
+its members (sampling is seeded per batch; padded kernels round per shape): a shard sends the LLM,
+the embedder and the search exactly the batches the unsharded build sends, so the merged shards equal
+the unsharded build. Shard I of N writes `<output_dir>/shard-I-of-N/` (I zero-padded), with its own
+LLM cache and manifest; every shard searches the one corpus index of `--stage embed` / `--stage index`.
+
+`merge_builds` turns the finished shard folders into one build: the stage files concatenated in shard
+order (the unsharded order), the LLM caches combined, then `select` and `export` run as in any build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gecko_lightning.data.schema import MANIFEST, SchemaError, read_manifest, write_manifest
+from gecko_lightning.errors import MissingPathError, UserError
+
+from .config import BuildConfig, ShardConfig
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None:
+        if default is None:
+            raise UserError(f"{name} is unset but SLURM_ARRAY_TASK_ID={env.get('SLURM_ARRAY_TASK_ID')} is set; "
+                            f"pass --shard.index and --shard.count explicitly")
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"{name}={raw!r} is not an integer; pass --shard.index and --shard.count explicitly") from None
+
+
+def slurm_array_shard(env: Mapping[str, str]) -> tuple[int, int]:
+    """(index, count) of this Slurm array task: ids need not start at 0 (`--array=1-8`) or step by 1."""
+    task, count = _env_int(env, "SLURM_ARRAY_TASK_ID"), _env_int(env, "SLURM_ARRAY_TASK_COUNT")
+    low, step = _env_int(env, "SLURM_ARRAY_TASK_MIN", 0), _env_int(env, "SLURM_ARRAY_TASK_STEP", 1)
+    high = _env_int(env, "SLURM_ARRAY_TASK_MAX", low + (count - 1) * step)
+    index, off_step = divmod(task - low, step) if step > 0 else (-1, 0)
+    if count < 1 or high != low + (count - 1) * step:
+        raise UserError(f"the Slurm array ids are not a range: SLURM_ARRAY_TASK_MIN={low}, _MAX={high}, _STEP={step}, "
+                        f"_COUNT={count} (an id list such as --array=1,4,9 has no shard numbering); submit "
+                        f"--array=0-{max(count, 1) - 1}, or pass --shard.index and --shard.count explicitly")
+    if off_step or not 0 <= index < count:
+        raise UserError(f"SLURM_ARRAY_TASK_ID={task} is not one of the array's {count} ids {low}..{high} "
+                        f"(step {step}); pass --shard.index and --shard.count explicitly")
+    return index, count
+
+
+def resolve_shard(cfg: BuildConfig, env: Mapping[str, str] | None = None) -> BuildConfig:
+    """`cfg` with `shard.index` and `shard.count` set, from the Slurm array when not given; both None is unsharded.
+
+    Explicit values win. `--shard.count N` alone takes the index from the array, which must then have N tasks.
+    """
+    env = os.environ if env is None else env
+    index, count = cfg.shard.index, cfg.shard.count
+    if index is None and "SLURM_ARRAY_TASK_ID" in env:
+        index, array_count = slurm_array_shard(env)
+        if count is not None and count != array_count:
+            raise UserError(f"shard.count={count} but this Slurm array has {array_count} tasks; submit "
+                            f"--array=0-{count - 1} or drop --shard.count")
+        count = array_count
+    if index is None and count is None:
+        return cfg
+    for key, value in (("index", index), ("count", count)):
+        if value is None or isinstance(value, bool) or not isinstance(value, int):
+            other = "count" if key == "index" else "index"
+            raise UserError(f"shard.{key}={value!r}: a sharded build needs both shard.index and shard.count as "
+                            f"integers (got shard.{other}={count if key == 'index' else index!r})")
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"shard.index={index}, shard.count={count}: the index must be in 0..count-1 and count >= 1")
+    return dataclasses.replace(cfg, shard=ShardConfig(index=index, count=count))
+
+
+def shard_name(index: int, count: int) -> str:
+    """`shard-03-of-16`: zero-padded so the folders list in shard order."""
+    return f"shard-{index:0{len(str(count - 1))}d}-of-{count}"
+
+
+def shard_dir(cfg: BuildConfig) -> Path:
+    """Where this build writes: `output_dir`, or `output_dir/shard-I-of-N` for a shard (cfg as `resolve_shard` left it)."""
+    out = Path(cfg.output_dir)
+    return out if cfg.shard.count is None else out / shard_name(cfg.shard.index, cfg.shard.count)
+
+
+def block_range(total: int, unit: int, index: int, count: int) -> tuple[int, int]:
+    """[lo, hi) of part `index` of `count` of `total` items cut only at multiples of `unit`, balanced to one unit."""
+    blocks = -(-total // unit)
+    return min(total, index * blocks // count * unit), min(total, (index + 1) * blocks // count * unit)
+
+
+def shard_seeds(seeds: list[str], unit: int, shard: ShardConfig) -> tuple[list[str], dict[str, Any] | None]:
+    """This shard's run of the sampled `seeds` (all of them unsharded) and what its manifest records about it."""
+    if shard.count is None:
+        return seeds, None
+    lo, hi = block_range(len(seeds), unit, shard.index, shard.count)
+    mine = seeds[lo:hi]
+    digest = hashlib.sha256(json.dumps(mine, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return mine, {"index": shard.index, "count": shard.count, "seed_range": [lo, hi], "total_seeds": len(seeds),
+                  "batch": unit, "seeds_sha256": digest}
+
+
+# ---- merging finished shards
+
+MERGED_FILES = ("generate", "retrieve", "rerank")  # concatenated in shard order; select and export run again
+CORPUS_KEYS = ("corpus_passages", "truncated_passages", "empty_passages_skipped", "empty_passages_first")
+SAME_KEYS = CORPUS_KEYS + ("top_k", "index", "prompt_versions", "models")  # equal in every shard, kept once
+TIMES = ("wall_s", "llm_load_s")  # summed: the work the shards did, whatever ran in parallel
+MARKER = ".merge-in-progress"
+# Where a shard ran and how it reached its LLM server, not what it computed: these may differ between shards.
+RUNTIME_KEYS = ("llm.base_url", "llm.api_key_env", "llm.concurrency", "llm.timeout_s", "llm.max_retries", "llm.backoff_s",
+                "llm.max_failures", "llm.fake_delay_s", "llm.device", "retrieve.device", "retrieve.index_dir", "cache.path")
+
+
+@dataclasses.dataclass
+class _Part:
+    dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def shard(self) -> dict[str, Any]:
+        return self.manifest["shard"]
+
+
+def _part(folder: Path) -> _Part:
+    """A finished shard folder, or a UserError naming it and what to run."""
+    if not folder.is_dir():
+        raise MissingPathError(f"--merge {folder}: no such folder; name the shard-I-of-N folders of a sharded build")
+    try:
+        manifest = read_manifest(folder)
+    except SchemaError as e:
+        raise UserError(f"--merge {folder}: {e}") from None
+    if not manifest:
+        raise UserError(f"--merge {folder}: no {MANIFEST}, so this shard has not finished; run it again with the "
+                        f"same config and --shard.index/--shard.count (its LLM cache resumes it), then merge")
+    if not manifest.get("shard"):
+        raise UserError(f"--merge {folder}: not a shard (its manifest has no shard section); merge takes the "
+                        f"shard-I-of-N folders of one sharded build")
+    failed = {s: n for s, n in (manifest.get("llm_failures") or {}).items() if n}
+    if failed:
+        raise UserError(f"--merge {folder}: LLM calls failed in this shard {failed}; run the shard again to retry "
+                        f"them (finished calls come from its cache), then merge")
+    from .pipeline import file_sha256
+
+    for name, digest in (manifest.get("shard_sha256") or {}).items():
+        if not (folder / name).is_file() or file_sha256(folder / name) != digest:
+            raise UserError(f"--merge {folder}: record file {name} is missing or changed since the shard finished; "
+                            f"run the shard again")
+    needed = ["corpus.jsonl"] + [f"{name}{ext}" for name in MERGED_FILES for ext in (".jsonl", ".stats.json")]
+    for name in needed:
+        if not (folder / "stages" / name).is_file():
+            raise UserError(f"--merge {folder}: stages/{name} is missing; run the shard again")
+    return _Part(folder, manifest)
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return out
+
+
+def _check_parts(parts: list[_Part]) -> None:
+    """One build's shards, each once, all of them: same config and corpus, seed runs that tile the seeds."""
+    first = parts[0]
+    count = first.shard["count"]
+    seen: dict[int, Path] = {}
+    for p in parts:
+        i = p.shard["index"]
+        if p.shard["count"] != count:
+            raise UserError(f"--merge: {p.dir} is shard {i} of {p.shard['count']} but {first.dir} is one of {count}; "
+                            f"merge the shards of one build")
+        if i in seen:
+            raise UserError(f"--merge: shard {i} of {count} given twice ({seen[i]} and {p.dir})")
+        seen[i] = p.dir
+        want, got = _flat(_config(first.manifest)), _flat(_config(p.manifest))
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k) and k not in RUNTIME_KEYS)
+        if diff:
+            raise UserError(f"--merge: {p.dir} was built with another config than {first.dir}: "
+                            + ", ".join(f"{k}: {want.get(k)!r} vs {got.get(k)!r}" for k in diff))
+        if p.manifest.get("corpus_sha256") != first.manifest.get("corpus_sha256"):
+            raise UserError(f"--merge: {p.dir} and {first.dir} read different corpus files (corpus_sha256 differs)")
+    missing = sorted(set(range(count)) - set(seen))
+    if missing:
+        raise UserError(f"--merge: shard(s) {missing} of {count} are missing (e.g. {shard_name(missing[0], count)}); "
+                        f"run them with --shard.index I --shard.count {count} and merge all {count}")
+    stop = 0
+    for p in sorted(parts, key=lambda p: p.shard["index"]):
+        lo, hi = p.shard["seed_range"]
+        if lo != stop or p.shard["total_seeds"] != first.shard["total_seeds"]:
+            raise UserError(f"--merge: {p.dir} covers seeds {lo}..{hi} but the shards before it end at {stop}; "
+                            f"the shards do not split one seed list")
+        stop = hi
+    if stop != first.shard["total_seeds"]:
+        raise UserError(f"--merge: the shards cover {stop} of {first.shard['total_seeds']} seeds")
+
+
+def _config(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A shard's config as the merged build's: no output_dir, no shard."""
+    return {k: v for k, v in manifest["config"].items() if k not in ("output_dir", "shard")}
+
+
+def _merge_value(where: str, key: str, values: list[Any]) -> Any:
+    if key in TIMES:
+        return round(sum(values), 3)
+    if key not in SAME_KEYS and isinstance(values[0], dict):
+        keys = list(dict.fromkeys(k for v in values for k in v))
+        return {k: _merge_value(f"{where}.{k}", k, [v.get(k, 0) for v in values]) for k in keys}
+    if key not in SAME_KEYS and isinstance(values[0], int) and not isinstance(values[0], bool):
+        return sum(values)
+    if any(v != values[0] for v in values):
+        raise UserError(f"--merge: the shards disagree on {where} ({values}); they are not shards of one build")
+    return values[0]
+
+
+def merge_stats(stage: str, stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """One stage's statistics over all shards: counts summed, rates recomputed from the sums, times per shard."""
+    rates = ("parse_failure_rate", "llm_calls_per_s")
+    out = {k: _merge_value(f"{stage}.{k}", k, [s.get(k) for s in stats]) for k in stats[0] if k not in (*rates, "shard")}
+    if "parse_failure_rate" in stats[0]:
+        out["parse_failure_rate"] = sum(out["parse_failures"].values()) / max(1, out["seeds"])  # as generate computes it
+    if "llm_calls_per_s" in stats[0]:
+        out["llm_calls_per_s"] = round(out["llm_calls"] / max(out["wall_s"], 1e-9), 3)
+    out["shards_wall_s"] = [s["wall_s"] for s in stats]
+    return out
+
+
+def _check_output(out: Path, parts: list[_Part]) -> None:
+    for p in parts:
+        if out.resolve() == p.dir.resolve() or p.dir.resolve() in out.resolve().parents:
+            raise UserError(f"--output_dir {out} is inside shard {p.dir}; merge into the sharded build's output_dir "
+                            f"or an empty folder")
+    previous = read_manifest(out) if (out / MANIFEST).is_file() else {}
+    ours = bool(previous.get("merged_from")) or (out / MARKER).exists()
+    if not ours and (previous or (out / "stages" / "generate.jsonl").is_file()):
+        raise UserError(f"--output_dir {out} holds a build that is not a merge; merge into an empty folder or the "
+                        f"sharded build's output_dir")
+
+
+def _concat(parts: list[_Part], name: str, dest: Path) -> None:
+    """Write the shards' stages/<name>.jsonl one after the other (the unsharded order)."""
+    from .corpus import read_jsonl, write_jsonl
+
+    rows = []
+    for p in parts:
+        mine = read_jsonl(p.dir / "stages" / f"{name}.jsonl")
+        lo, hi = p.shard["seed_range"]
+        if name == "generate" and len(mine) != hi - lo:
+            raise UserError(f"--merge {p.dir}: stages/generate.jsonl holds {len(mine)} rows for its {hi - lo} seeds; "
+                            f"run the shard again")
+        rows += mine
+    twice = [seed for seed, n in Counter(r["seed_id"] for r in rows).items() if n > 1]
+    if twice:
+        raise UserError(f"--merge: seed {twice[0]!r} is in stages/{name}.jsonl of two shards; they overlap")
+    write_jsonl(dest / f"{name}.jsonl", rows)
+
+
+def _merge_caches(parts: list[_Part], dest: Path) -> None:
+    """Every shard's LLM calls into one cache, so the merged build re-runs (--force) with 0 calls."""
+    from .cache import LLMCache
+
+    LLMCache(dest).close()  # creates the table
+    sources = dict.fromkeys(Path(p.manifest["config"]["cache"]["path"] or p.dir / "llm_cache.sqlite") for p in parts)
+    with sqlite3.connect(dest, timeout=60) as db:
+        for source in (s for s in sources if s.is_file()):
+            db.execute("ATTACH DATABASE ? AS part", (str(source),))
+            db.execute("INSERT OR IGNORE INTO calls (key, value) SELECT key, value FROM part.calls")
+            db.commit()
+            db.execute("DETACH DATABASE part")
+
+
+def merge_builds(dirs: list[Path], output_dir: Path) -> dict[str, Any]:
+    """Merge the finished shard folders of one build into `output_dir`; returns its manifest.
+
+    The result is the unsharded build: the same stage files (concatenated in shard order), its config
+    (without the shard), its records (select and export run on the merged files), one LLM cache.
+    The manifest adds `merged_from` and `shards_wall_time_s` (each shard's stage times).
+    """
+    from . import pipeline
+    from .config import load_config
+    from .corpus import write_json
+
+    if not dirs:
+        raise UserError("--merge needs the shard folders of a build, e.g. --merge OUT/shard-*-of-4")
+    parts = sorted((_part(Path(d)) for d in dirs), key=lambda p: p.shard["index"])
+    _check_parts(parts)
+    out = Path(output_dir)
+    _check_output(out, parts)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()  # a merge cut short may be merged again over itself
+    (out / MANIFEST).unlink(missing_ok=True)
+    config = _config(parts[0].manifest)
+    cfg = load_config(None, {**config, "output_dir": str(out), "cache": {**config["cache"], "path": None}})
+    stages_dir = out / "stages"
+    stages_dir.mkdir(exist_ok=True)
+    shutil.copyfile(parts[0].dir / "stages" / "corpus.jsonl", stages_dir / "corpus.jsonl")  # one truncated corpus
+    for name in MERGED_FILES:
+        _concat(parts, name, stages_dir)
+        stats = [json.loads((p.dir / "stages" / f"{name}.stats.json").read_text()) for p in parts]
+        write_json(stages_dir / f"{name}.stats.json", merge_stats(name, stats))
+    _merge_caches(parts, out / "llm_cache.sqlite")
+    pipeline.run_stages(cfg, ["select", "export"])
+    manifest = read_manifest(out)
+    if manifest["records"] != sum(p.manifest["records"] for p in parts):
+        raise UserError(f"--merge: the merged build has {manifest['records']} records, the shards' manifests "
+                        f"{sum(p.manifest['records'] for p in parts)}; a shard's stage files changed after it finished")
+    manifest.pop("schema_version")
+    manifest.update(merged_from=[{"dir": str(p.dir), **p.shard, "records": p.manifest["records"]} for p in parts],
+                    shards_wall_time_s=[p.manifest["wall_time_s"] for p in parts])
+    write_manifest(out, **manifest)
+    (out / MARKER).unlink()
+    return read_manifest(out)
