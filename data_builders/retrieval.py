@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -317,11 +316,10 @@ def open_index(cfg: BuildConfig, rows: list[dict[str, Any]], encoder=None) -> tu
 def embed_corpus(cfg: BuildConfig, rows: list[dict[str, Any]], corpus_sha256: str | None) -> dict[str, Any]:
     """The embed step: slice `shard.index` of `shard.count` (the whole corpus when unsharded), then, when
     that was the only slice, the index step too. Returns its statistics."""
-    start = time.perf_counter()
     index, count = (cfg.shard.index, cfg.shard.count) if cfg.shard.count is not None else (0, 1)
     meta = embed_slice(cfg, rows, index, count)
     stats = {"slice": index, "slices": count, "passages": meta["stop"] - meta["start"], "passages_total": len(rows),
-             "index_dir": str(index_dir(cfg)), "wall_s": round(time.perf_counter() - start, 3)}
+             "index_dir": str(index_dir(cfg))}
     if count == 1:
         stats["passages_sha256"] = finish_index(cfg, corpus_sha256)["passages_sha256"]
     return stats

@@ -117,7 +117,8 @@ def shard_seeds(seeds: list[str], unit: int, shard: ShardConfig) -> tuple[list[s
 
 MERGED_FILES = ("generate", "retrieve", "rerank")  # concatenated in shard order; select and export run again
 CORPUS_KEYS = ("corpus_passages", "truncated_passages", "empty_passages_skipped", "empty_passages_first")
-SAME_KEYS = CORPUS_KEYS + ("top_k", "index", "prompt_versions", "models")  # equal in every shard, kept once
+SAME_KEYS = CORPUS_KEYS + ("top_k",)  # equal in every shard, kept once
+UNION_KEYS = ("prompt_versions", "models")  # a stage run on its own lists fewer; a name must agree
 TIMES = ("wall_s", "llm_load_s")  # summed: the work the shards did, whatever ran in parallel
 MARKER = ".merge-in-progress"
 # Where a shard ran and how it reached its LLM server, not what it computed: these may differ between shards.
@@ -216,6 +217,15 @@ def _config(manifest: dict[str, Any]) -> dict[str, Any]:
 def _merge_value(where: str, key: str, values: list[Any]) -> Any:
     if key in TIMES:
         return round(sum(values), 3)
+    if key in UNION_KEYS:
+        union: dict[str, Any] = {}
+        for name, value in ((k, v) for d in values for k, v in d.items()):
+            if union.setdefault(name, value) != value:
+                raise UserError(f"--merge: the shards disagree on {where}.{name} ({union[name]!r} vs {value!r})")
+        return union
+    if key == "index":  # the one corpus index, wherever each shard saw it mounted
+        _merge_value(f"{where}.passages_sha256", "passages_sha256", [v["passages_sha256"] for v in values])
+        return values[0]
     if key not in SAME_KEYS and isinstance(values[0], dict):
         keys = list(dict.fromkeys(k for v in values for k in v))
         return {k: _merge_value(f"{where}.{k}", k, [v.get(k, 0) for v in values]) for k in keys}
@@ -245,7 +255,8 @@ def _check_output(out: Path, parts: list[_Part]) -> None:
                             f"or an empty folder")
     previous = read_manifest(out) if (out / MANIFEST).is_file() else {}
     ours = bool(previous.get("merged_from")) or (out / MARKER).exists()
-    if not ours and (previous or (out / "stages" / "generate.jsonl").is_file()):
+    records = [p for p in out.glob("shard-*") if p.is_file()]  # export replaces these
+    if not ours and (previous or records or (out / "stages" / "generate.jsonl").is_file()):
         raise UserError(f"--output_dir {out} holds a build that is not a merge; merge into an empty folder or the "
                         f"sharded build's output_dir")
 
@@ -275,7 +286,7 @@ def _merge_caches(parts: list[_Part], dest: Path) -> None:
     LLMCache(dest).close()  # creates the table
     sources = dict.fromkeys(Path(p.manifest["config"]["cache"]["path"] or p.dir / "llm_cache.sqlite") for p in parts)
     with sqlite3.connect(dest, timeout=60) as db:
-        for source in (s for s in sources if s.is_file()):
+        for source in (s for s in sources if s.is_file() and s.resolve() != dest.resolve()):
             db.execute("ATTACH DATABASE ? AS part", (str(source),))
             db.execute("INSERT OR IGNORE INTO calls (key, value) SELECT key, value FROM part.calls")
             db.commit()
@@ -315,6 +326,7 @@ def merge_builds(dirs: list[Path], output_dir: Path) -> dict[str, Any]:
     pipeline.run_stages(cfg, ["select", "export"])
     manifest = read_manifest(out)
     if manifest["records"] != sum(p.manifest["records"] for p in parts):
+        (out / MANIFEST).unlink()  # not a finished build
         raise UserError(f"--merge: the merged build has {manifest['records']} records, the shards' manifests "
                         f"{sum(p.manifest['records'] for p in parts)}; a shard's stage files changed after it finished")
     manifest.pop("schema_version")

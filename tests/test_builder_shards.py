@@ -239,6 +239,7 @@ def _edit_manifest(folder: Path, **changes) -> None:
     ("other config", r"shard-1-of-3 was built with another config than .*shard-0-of-3: select.negative: 'lowest' vs 'none'"),
     ("not a shard", r"not a shard \(its manifest has no shard section\)"),
     ("into a build", r"holds a build that is not a merge"),
+    ("over records", r"holds a build that is not a merge"),
 ])
 def test_merge_refuses_anything_but_all_shards_of_one_finished_build(three_shards, unsharded, tmp_path, case, message):
     root = tmp_path / "copy"
@@ -259,12 +260,15 @@ def test_merge_refuses_anything_but_all_shards_of_one_finished_build(three_shard
         _edit_manifest(dirs[1], config={**config, "select": {**config["select"], "negative": "none"}})
     elif case == "not a shard":
         dirs = [*dirs, unsharded["fake"]]
-    else:
+    else:  # a finished build, or only its records: export would replace them
         out = tmp_path / "build"
         shutil.copytree(unsharded["fake"], out)
+        if case == "over records":
+            for path in [out / "manifest.json", *out.glob("stages/*")]:
+                path.unlink()
     with pytest.raises(UserError, match=message):
         merge_builds(dirs, out)
-    if case == "into a build":
+    if case in ("into a build", "over records"):
         assert _records(out) == _records(unsharded["fake"])  # nothing of it was touched
 
 
