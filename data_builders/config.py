@@ -226,9 +226,12 @@ class ShardConfig:
     """`shard`: split the seeds over independent processes (e.g. a Slurm array)."""
 
     index: int | None = None
-    """This process builds shard `index` (0-based) of `count`; default `$SLURM_ARRAY_TASK_ID`."""
+    """This process builds shard `index` (0-based) of `count` into `<output_dir>/shard-I-of-N` (with
+    `--stage embed`: embeds corpus slice `index`); default from the Slurm array, `$SLURM_ARRAY_TASK_ID`
+    minus `$SLURM_ARRAY_TASK_MIN`."""
     count: int | None = None
-    """Number of shards the seeds are split into; default `$SLURM_ARRAY_TASK_COUNT` (1 outside an array job)."""
+    """Number of shards the seeds are split into; default `$SLURM_ARRAY_TASK_COUNT`. Unset outside an
+    array job: one unsharded build in `output_dir`."""
 
 
 @dataclass
