@@ -32,7 +32,8 @@ class CorpusConfig:
     """`corpus`: where the passages come from, how many seeds are drawn and their token budget."""
 
     path: str = "configs/assets/tiny_corpus/corpus.jsonl"
-    """JSONL/Parquet file with `_id` (or `id`), `title`, `text`; or a Hugging Face dataset name (online only)."""
+    """A JSONL, Parquet or CSV file with `_id` (or `id`), `title`, `text` (see `columns`); a local folder in
+    the Hugging Face dataset layout; or a Hub dataset name (streamed; read from the local cache offline)."""
     config: str | None = None
     """Hub dataset configuration name (BEIR/mteb corpora live in the `corpus` config)."""
     split: str = "train"
