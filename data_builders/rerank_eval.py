@@ -89,14 +89,22 @@ def order_metrics(runs: Sequence[Mapping[str, Sequence[str]]], qrels: Sequence[M
 
 
 def positive_precision(runs: Sequence[Mapping[str, Sequence[str]]], qrels: Sequence[Mapping[str, int]]) -> dict[str, Any]:
-    """Where the LLM's top 1 (RRF) is not the embedder's top 1: how often each is relevant (0-100; None when never)."""
-    differ = [(run, rel) for run, rel in zip(runs, qrels) if run["rrf"][:1] != run["embedder"][:1]]
+    """Where the LLM's top 1 (RRF) is not the embedder's top 1: how often each is relevant (0-100; None when never).
 
-    def relevant(order: str) -> float | None:
-        hits = sum(rel.get(run[order][0], 0) > 0 for run, rel in differ)
-        return round(100 * hits / len(differ), 4) if differ else None
+    `by_order` gives the same for each LLM order (QL alone, RC alone, RRF): which score, used alone
+    as the positive's judge, overrules the embedder well.
+    """
 
-    return {"queries": len(differ), "llm_top1_relevant": relevant("rrf"), "embedder_top1_relevant": relevant("embedder")}
+    def one(order: str) -> dict[str, Any]:
+        differ = [(run, rel) for run, rel in zip(runs, qrels) if run[order][:1] != run["embedder"][:1]]
+
+        def relevant(o: str) -> float | None:
+            hits = sum(rel.get(run[o][0], 0) > 0 for run, rel in differ)
+            return round(100 * hits / len(differ), 4) if differ else None
+
+        return {"queries": len(differ), "llm_top1_relevant": relevant(order), "embedder_top1_relevant": relevant("embedder")}
+
+    return {**one("rrf"), "by_order": {order: one(order) for order in ORDERS[1:]}}
 
 
 def _retrieve(cfg: BuildConfig, data: BeirSet, qids: list[str], task: str, llm: LLM) -> tuple[dict[str, dict], list[list[str]], int]:
@@ -203,18 +211,18 @@ def evaluate_rerank(
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-    """The four orders as rows of nDCG@10, MRR@10 and recall@N, then the positive precision."""
-    n = result["config"]["top_n"]
-    lines = [f"{'order':<9} {'nDCG@10':>8} {'MRR@10':>8} {f'recall@{n}':>10}"]
+    """The four orders as rows of nDCG@10, MRR@10 and recall@N; for each LLM order, where its top 1
+    overrules the embedder's: on how many queries, and how often each of the two top 1s is relevant."""
+    n, pp = result["config"]["top_n"], result["positive_precision"]
+    lines = [f"{'order':<9} {'nDCG@10':>8} {'MRR@10':>8} {f'recall@{n}':>10} {'overrules':>10} {'LLM rel %':>10} {'emb rel %':>10}"]
     for order in ORDERS:
-        m = result[order]
-        lines.append(f"{order:<9} {m['ndcg_at_10']:>8.2f} {m['mrr_at_10']:>8.2f} {m['recall_at_n']:>10.2f}")
-    pp = result["positive_precision"]
-    if pp["queries"]:
-        lines.append(f"LLM top 1 != embedder top 1 on {pp['queries']} of {result['queries']} queries: relevant "
-                     f"{pp['llm_top1_relevant']:.2f} % (LLM) vs {pp['embedder_top1_relevant']:.2f} % (embedder)")
-    else:
-        lines.append(f"LLM top 1 == embedder top 1 on all {result['queries']} queries")
+        m, row = result[order], ""
+        if order in pp.get("by_order", {}):
+            o = pp["by_order"][order]
+            fmt = lambda v: f"{v:>10.2f}" if v is not None else f"{'-':>10}"  # noqa: E731
+            row = f" {o['queries']:>10} {fmt(o['llm_top1_relevant'])} {fmt(o['embedder_top1_relevant'])}"
+        lines.append(f"{order:<9} {m['ndcg_at_10']:>8.2f} {m['mrr_at_10']:>8.2f} {m['recall_at_n']:>10.2f}{row}")
+    lines.append(f"({result['queries']} queries; 'overrules': queries where that order's top 1 is not the embedder's)")
     return "\n".join(lines)
 
 

@@ -100,7 +100,12 @@ def test_metrics_and_positive_precision_match_a_hand_computation(toy):
         assert result[order]["mrr_at_10"] == pytest.approx(100 * sum(mrr[order]) / 3, abs=1e-3)
         assert result[order]["recall_at_n"] == pytest.approx(100 * (1 + 1 / 2 + 1 / 2) / 3, abs=1e-3)  # same for every order
     # The RRF top 1 differs from the embedder's on q2 (d3 vs d4, relevant) and q3 (d1, relevant, vs d2).
-    assert result["positive_precision"] == {"queries": 2, "llm_top1_relevant": 50.0, "embedder_top1_relevant": 50.0}
+    rrf = {"queries": 2, "llm_top1_relevant": 50.0, "embedder_top1_relevant": 50.0}
+    # QL's top 1 differs on q1 (d2, relevant, vs d1) and q3 (d1, relevant, vs d2); RC's on q2 (d3 vs d4,
+    # relevant) and q3 (d1, relevant, vs d2).
+    assert result["positive_precision"] == {**rrf, "by_order": {
+        "ql": {"queries": 2, "llm_top1_relevant": 100.0, "embedder_top1_relevant": 0.0},
+        "rc": {"queries": 2, "llm_top1_relevant": 50.0, "embedder_top1_relevant": 50.0}, "rrf": rrf}}
     assert result["queries"] == 3 and result["llm_calls"] == 3 * 3 * 2  # QL + RC per (query, candidate)
 
 
@@ -128,7 +133,8 @@ def test_command_on_the_tiny_build_config_writes_every_order_and_reruns_from_the
         assert set(first[order]) == {"ndcg_at_10", "mrr_at_10", "recall_at_n"} and order in table
         assert first[order]["recall_at_n"] == first["embedder"]["recall_at_n"]
     pp = first["positive_precision"]
-    assert 0 <= pp["queries"] <= first["queries"] and set(pp) == {"queries", "llm_top1_relevant", "embedder_top1_relevant"}
+    assert 0 <= pp["queries"] <= first["queries"] and set(pp) == {"queries", "llm_top1_relevant", "embedder_top1_relevant", "by_order"}
+    assert pp["by_order"]["rrf"] == {k: v for k, v in pp.items() if k != "by_order"} and set(pp["by_order"]) == {"ql", "rc", "rrf"}
     assert first["config"]["mode"] == "joint" and first["config"]["prompt_versions"]["qlrc"].startswith("qlrc-v1@")
     assert first["cache"] == str(tmp_path / "build" / "llm_cache.sqlite")
     assert eval_cli.main(argv) == 0
