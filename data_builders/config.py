@@ -198,8 +198,9 @@ class RerankConfig:
 class SelectConfig:
     """`select`: which candidates become the positive and the hard negative (no LLM calls)."""
 
-    positive: Literal["llm_top1", "seed"] = "llm_top1"
-    """llm_top1 (the fused top candidate) | seed."""
+    positive: Literal["llm_top1", "ql_top1", "seed"] = "llm_top1"
+    """llm_top1 (the fused QL+RC top candidate, the paper's) | ql_top1 (the top candidate by QL alone,
+    for an LLM whose RC judgement is weak: measure it with `gecko eval rerank`) | seed."""
     negative: Literal["lowest", "random", "none"] = "lowest"
     """lowest (rank N) | random (another candidate) | none."""
 

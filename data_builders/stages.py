@@ -271,7 +271,12 @@ def _fuse(ids: list[str], ql: list[float], rc: list[float]) -> list[dict[str, An
 def choose(row: dict[str, Any], positive: str, negative: str, seed: int) -> tuple[str, str | None]:
     """(positive id, negative id or None) from a re-ranked row; the seed is never a negative."""
     cands = [c["id"] for c in row["candidates"]]  # fused order, best first
-    pos = cands[0] if positive == "llm_top1" else row["seed_id"]
+    if positive == "llm_top1":
+        pos = cands[0]
+    elif positive == "ql_top1":  # r_ql == 1 (ties already broken by retrieval order)
+        pos = min(row["candidates"], key=lambda c: c["r_ql"])["id"]
+    else:
+        pos = row["seed_id"]
     others = [c for c in cands if c not in (pos, row["seed_id"])]
     if negative == "none" or not others:
         return pos, None

@@ -33,9 +33,9 @@ _BLOCK, _HEADER = 32768, 7  # the .wandb log: 32 KiB blocks, 7-byte chunk header
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 DEFAULT_METRIC = "eval/ndcg_at_10"  # RetrievalEvalCallback: full width; `@d` for smaller Matryoshka dims
 METRIC_RE = re.compile(r"^eval/ndcg_at_10@(\d+)$")
-VARIANT_RE = re.compile(r"(llm_top1|seed)[-_](lowest|random|none)")
+VARIANT_RE = re.compile(r"(llm_top1|ql_top1|seed)[-_](lowest|random|none)")
 # Paper order: the baseline first (Table 2 reads seed/none, top-1/none, top-1/lowest).
-ORDER = {"seed": 0, "llm_top1": 1, "none": 0, "random": 1, "lowest": 2}
+ORDER = {"seed": 0, "llm_top1": 1, "ql_top1": 2, "none": 0, "random": 1, "lowest": 2}
 # Keys that legitimately differ between the runs of one cell (seeds, output folders, provenance).
 _IGNORED = re.compile(r"(^|\.)(seed|seed_everything|default_root_dir|save_dir|name|tags|group)$|^(git|data_manifest|_wandb)(\.|$)")
 

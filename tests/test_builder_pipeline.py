@@ -139,6 +139,17 @@ def test_choose_never_uses_the_seed_as_a_negative():
     assert choose(row, "llm_top1", "random", 0) == ("a", "b")  # the only other candidate
 
 
+def test_ql_top1_takes_the_best_query_likelihood_not_the_fused_top():
+    from data_builders.stages import _fuse
+
+    # By hand: QL ranks b=1 c=2 a=3, RC ranks a=1 c=2 b=3; fused a = b = 4/3 > c = 1, and the tie keeps
+    # retrieval order, so the fused top 1 is a while QL alone prefers b.
+    row = {"seed_id": "c", "candidates": _fuse(["a", "b", "c"], [-3.0, -1.0, -2.0], [-0.5, -2.0, -1.0])}
+    assert choose(row, "llm_top1", "none", 0) == ("a", None)
+    assert choose(row, "ql_top1", "lowest", 0) == ("b", "a")  # the seed c is never the negative
+    assert choose(row, "seed", "lowest", 0) == ("c", "b")
+
+
 def test_config_errors_name_the_bad_value():
     with pytest.raises(ValueError, match=r"unknown key or argument 'select.postive'; did you mean 'select.positive'\?"):
         load_config(FAKE, {"select.postive": "seed"})
