@@ -30,6 +30,23 @@ def cached_calls(db: Path) -> int:
         return 0
 
 
+def kill_midway(cmd: list[str], db: Path, env: dict[str, str] | None = None, after_calls: int = 60) -> int:
+    """Start a build, SIGKILL it once `db` holds `after_calls` cached calls; returns the calls cached by then.
+
+    The cache must survive intact (SQLite integrity check), and the build must not have finished first.
+    """
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while cached_calls(db) < after_calls and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the build finished before it could be killed; raise fake_delay_s"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    return cached_calls(db)
+
+
 @pytest.mark.slow
 def test_kill_minus_9_then_resume_gives_identical_output(tmp_path):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
@@ -39,17 +56,8 @@ def test_kill_minus_9_then_resume_gives_identical_output(tmp_path):
     # A slow fake LLM (0.2 s per batch) so the kill lands in the middle of the LLM stages.
     cmd = [sys.executable, "-m", "gecko_lightning", "build", "fret", "--config", str(FAKE), "--output_dir", str(resumed),
            "--llm.fake_delay_s=0.2", "--llm.gen_batch_size=4"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db, deadline = resumed / "llm_cache.sqlite", time.time() + 240
-    while cached_calls(db) < 60 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the build finished before it could be killed; raise fake_delay_s"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = cached_calls(db)
+    done = kill_midway(cmd, resumed / "llm_cache.sqlite")
     assert 0 < done < total
-    with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     assert cli.main(["fret", "--config", str(FAKE), "--output_dir", str(resumed)]) == 0
     manifest = read_manifest(resumed)

@@ -7,16 +7,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_builder_resume import cached_calls
+from test_builder_resume import kill_midway
 
 from data_builders import cli
 from data_builders.config import ShardConfig, load_config
@@ -287,17 +284,8 @@ def test_a_killed_shard_resumes_from_its_own_cache_without_repeating_a_call(tmp_
     # 0.2 s per fake batch: 3 generate batches, then one QL and one RC call per query, 12 queries.
     cmd = [sys.executable, "-m", "gecko_lightning", "build", "fret", "--config", str(FAKE), "--output_dir", str(resumed),
            *flags, "--llm.fake_delay_s=0.2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    db, deadline = resumed / "shard-1-of-2" / "llm_cache.sqlite", time.time() + 240
-    while cached_calls(db) < 60 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the shard finished before it could be killed; raise fake_delay_s"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = cached_calls(db)
+    done = kill_midway(cmd, resumed / "shard-1-of-2" / "llm_cache.sqlite", env=_env())
     assert 0 < done < total
-    with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     assert cli.main(["fret", "--config", str(FAKE), "--output_dir", str(resumed), *flags]) == 0
     manifest = read_manifest(resumed / "shard-1-of-2")
