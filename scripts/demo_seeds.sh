@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo's evidence: fine-tune 3 seeds on each positive choice of one FRet build and score each.
-#   POSITIVES="llm_top1 seed" SEEDS="0 1 2" [TAG=name FIT_ARGS="--model.lr=1e-5"] bash scripts/demo_seeds.sh
+#   POSITIVES="ql_top1 llm_top1 seed" SEEDS="0 1 2" [TAG=name FIT_ARGS="--model.lr=1e-5"] bash scripts/demo_seeds.sh
 # Needs the build and base scores of scripts/demo.sh (outputs/demo/fret, outputs/demo/base.json).
 # Re-selecting positives reads the build's stage files: no LLM call. Writes outputs/demo/seeds/ and,
 # through `gecko report`, the mean ± std per variant against the base in outputs/demo/seeds/summary.md.
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/demo_env.sh
 NEGATIVE=${NEGATIVE:-lowest}
 
-for positive in ${POSITIVES:-llm_top1 seed}; do
+for positive in ${POSITIVES:-ql_top1 llm_top1 seed}; do
   data="$OUT/seeds/fret-$positive-$NEGATIVE"
   if [ ! -s "$data/manifest.json" ]; then
     gecko build fret --from "$OUT/fret" --output_dir "$data" \
@@ -27,7 +27,7 @@ for positive in ${POSITIVES:-llm_top1 seed}; do
     # Retrieval in the trained format, STS as the base model saw it; one run of the report's cell $variant.
     labels=(--label variant="$variant" --label seed="$seed")
     gecko eval --model "$ckpt" --sts "$STS" --prompts none "${labels[@]}" --output "$run/scores_sts_none.json"
-    gecko eval --model "$ckpt" --beir "$BEIR" --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$run/scores.json"
+    gecko eval --model "$ckpt" --beir "$BEIR" ${SECOND_BEIR:-} --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$run/scores.json"
   done
 done
 gecko report "$OUT/base.json" "$OUT/seeds" --output "$OUT/seeds/summary.md"  # and summary.png
