@@ -135,7 +135,7 @@ def test_the_gecko_command_exits_2_without_a_traceback(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        "gecko build: error: select.positive='best' is not valid: expected one of 'llm_top1', 'seed'"]
+        "gecko build: error: select.positive='best' is not valid: expected one of 'llm_top1', 'ql_top1', 'seed'"]
 
 
 # ---- --from, --merge, --push-to-hub on one finished fake build ----------------------------------------
