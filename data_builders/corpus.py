@@ -290,7 +290,8 @@ def _label(options: tuple[str, ...]) -> str:
     return repr(options[0]) + "".join(f" (or {c!r})" for c in options[1:])
 
 
-def _update_from_file(digest: Any, path: Path) -> None:
+def update_from_file(digest: Any, path: Path) -> None:
+    """Feed a file's bytes to a hashlib digest in 1 MiB blocks."""
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -306,14 +307,14 @@ def corpus_fingerprint(cfg: CorpusConfig) -> str | None:
     path = Path(resolve_path(cfg.path)).expanduser()
     if path.is_file():
         digest = hashlib.sha256()
-        _update_from_file(digest, path)
+        update_from_file(digest, path)
         return digest.hexdigest()
     if path.is_dir():
         digest = hashlib.sha256(json.dumps([cfg.config, cfg.split, cfg.columns], sort_keys=True).encode())
         files = {f.relative_to(path).as_posix(): f for f in path.rglob("*") if f.is_file()}
         for rel in sorted(r for r in files if not any(part.startswith(".") for part in r.split("/"))):
             digest.update(f"\0{rel}\0{files[rel].stat().st_size}\0".encode())
-            _update_from_file(digest, files[rel])
+            update_from_file(digest, files[rel])
         return digest.hexdigest()
     return _hub_revision(cfg.path)
 

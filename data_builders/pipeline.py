@@ -103,9 +103,7 @@ def run_stage(ctx: Context, stage: str) -> dict[str, Any]:
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    corpus.update_from_file(digest, path)
     return digest.hexdigest()
 
 
