@@ -40,7 +40,7 @@ from .corpus import truncate_corpus
 from .llm import LLM, BackendError, CallFailed
 from .pipeline import Context
 from .prompts import load_prompt, passage_text
-from .retrieval import embed, load_embedder, search
+from .retrieval import doc_texts, embed, load_embedder, search
 from .stages import _fuse, _ranks, rerank_chunk, rerank_prompts, score_pairs
 
 ORDERS = ("embedder", "ql", "rc", "rrf")
@@ -113,7 +113,7 @@ def _retrieve(cfg: BuildConfig, data: BeirSet, qids: list[str], task: str, llm: 
     docs = [{"id": i, "title": title, "text": text} for i, (title, text) in data.corpus.items()]
     cut = truncate_corpus(tqdm(docs, desc="truncate", unit="passage"), cfg.corpus.max_passage_tokens, llm.truncate)
     encoder = load_embedder(rc, seed=cfg.corpus.seed)
-    doc_emb = _corpus_embeddings(encoder, [rc.doc_format.format(title=d["title"] or "", text=d["text"]).strip() for d in docs],
+    doc_emb = _corpus_embeddings(encoder, doc_texts(docs, rc),
                                  cfg, Path(cfg.output_dir) / "embeddings")
     query_emb = embed(encoder, [rc.query_format.format(task=task, query=data.queries[q]) for q in qids], rc)
     _, idx = search(query_emb, doc_emb, rc.top_n, rc)
