@@ -8,3 +8,12 @@ BEIR=${BEIR:-configs/assets/demo/scifact}
 SECOND_BEIR=${SECOND_BEIR-configs/assets/wikiqa}
 STS=${STS:-configs/assets/stsbenchmark/sts-test.csv}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
+# The fit's flag that trains on the FRet build in $1: a MixtureDataModule config (configs/demo_mixture.yaml)
+# gets it as one more source beside its own, an FRetDataModule config as its path.
+fret_data_arg() {
+  if grep -q 'MixtureDataModule' "$FIT_CONFIG"; then
+    echo "--data.init_args.sources+={\"path\": \"$1\"}"
+  else
+    echo "--data.init_args.path=$1"
+  fi
+}

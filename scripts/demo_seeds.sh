@@ -21,12 +21,15 @@ for positive in ${POSITIVES:-ql_top1 llm_top1 seed}; do
     # reused only if labelled for `gecko report` (scores from before --label are scored again)
     grep -qs '"_meta"' "$run/scores.json" && { echo "reusing $run/scores.json"; continue; }
     rm -rf "$run/fit"
-    gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" --data.init_args.path="$data" \
+    gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" "$(fret_data_arg "$data")" \
       --data.init_args.seed="$seed" --seed_everything="$seed" --trainer.default_root_dir="$run/fit" ${FIT_ARGS:-}
     ckpt=$(find "$run/fit" -name '*.ckpt' | sort | tail -n 1)
     # Retrieval in the trained format, STS as the base model saw it; one run of the report's cell $variant.
     labels=(--label variant="$variant" --label seed="$seed")
     gecko eval --model "$ckpt" --sts "$STS" --prompts none "${labels[@]}" --output "$run/scores_sts_none.json"
+    # and without prompts, as the base model is scored: its own cell, "<variant> no prompts"
+    gecko eval --model "$ckpt" --beir "$BEIR" ${SECOND_BEIR:-} --prompts none --label variant="$variant no prompts" \
+      --label seed="$seed" --output "$run/scores_none.json"
     gecko eval --model "$ckpt" --beir "$BEIR" ${SECOND_BEIR:-} --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$run/scores.json"
   done
 done
