@@ -24,7 +24,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The venv's bin goes first on PATH, so tests that start `gecko` as a command find this one.
+# lint-imports (import-linter) first: the layers declared in pyproject.toml, and no import cycles.
 test: install
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # The backend-parity and server tests (tests/test_vllm_backends.py) against a real vLLM server.

@@ -31,14 +31,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def run_engine(engine: str, cfg, log_dir: Path) -> dict:
     """One whole build (all stages, fresh folder and cache) with `engine`; its figures."""
-    from data_builders.pipeline import run
+    from data_builders.fret.runner import run
 
     out = Path(cfg.output_dir)
     shutil.rmtree(out, ignore_errors=True)
     server, server_s = None, 0.0
     if engine == "openai":  # a local server on the same weights, started (and timed) here
-        from data_builders.gguf import ensure_hf_folder
-        from data_builders.vllm_server import VLLMServer
+        from data_builders.llm.gguf import ensure_hf_folder
+        from data_builders.llm.server import VLLMServer
         from gecko_lightning.paths import resolve_path
 
         start = time.perf_counter()

@@ -10,8 +10,8 @@ Stages: generate, retrieve, rerank, select, export (all, in that order, by defau
 every key with its docstring; values parse as YAML (`--filter.round_trip_top_k=null`); later
 `--config` files override earlier ones; `--print_config` prints a YAML that `--config` reads back.
 A finished build of the same config and corpus is reused as it is; `--force` runs the stages again.
-`--from` re-selects a finished build with 0 LLM calls (data_builders/reselect.py); `--merge` joins
-finished shard builds (data_builders/shards.py); `--push-to-hub` uploads the result with a dataset
+`--from` re-selects a finished build with 0 LLM calls (data_builders/fret/reselect.py); `--merge` joins
+finished shard builds (data_builders/fret/merge.py); `--push-to-hub` uploads the result with a dataset
 card (data_builders/hub_card.py). Bad input is one line, `gecko build: error: ...`, and exit code 2.
 """
 
@@ -77,7 +77,7 @@ def parse(argv: list[str]) -> Namespace:
     source = (_flags(argv, "--from") or [None])[-1]
     base = None
     if source is not None:
-        from .reselect import source_config
+        from .fret.reselect import source_config
 
         built = source_config(Path(source))
         try:
@@ -106,9 +106,9 @@ def _check_combinations(args: Namespace) -> None:
 
 def _merge(dirs: list[str], out: str) -> dict[str, Any]:
     try:
-        from .shards import merge_builds
+        from .fret.merge import merge_builds
     except ImportError as e:
-        raise UserError(f"--merge needs data_builders.shards.merge_builds, which this install lacks ({e})") from e
+        raise UserError(f"--merge needs data_builders.fret.merge.merge_builds, which this install lacks ({e})") from e
     manifest = merge_builds([Path(d) for d in dirs], Path(out))
     return {"merge": {"from": list(dirs), "records": manifest.get("records"), "shards": len(manifest.get("shards", []))}}
 
@@ -119,11 +119,11 @@ def execute(args: Namespace) -> dict[str, Any]:
     if args.merge:
         stats = _merge(args.merge, cfg.output_dir)
     elif args["from"]:
-        from .reselect import reselect
+        from .fret.reselect import reselect
 
         stats = reselect(args["from"], cfg)
     else:
-        from .pipeline import run
+        from .fret.runner import run
 
         stats = run(cfg, args.stage.split(",") if args.stage else None, force=args.force)
     if args.push_to_hub:

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from gecko_lightning.encoder import GeckoEncoder, _declaring_folder, backbone_class, declared_pooling, drop_unused_pooler
+from gecko_lightning.encoder import GeckoEncoder, declaring_folder, backbone_class, declared_pooling, drop_unused_pooler
 from gecko_lightning.errors import MissingPathError, UserError
 from gecko_lightning.paths import local_model_path, resolve_path
 from gecko_lightning.text_format import Template
@@ -126,6 +126,13 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(encoder.eval(), hparams, dict(ckpt.get(DATA_KEY) or {}))
 
 
+def encoder_from_checkpoint(path: str | os.PathLike) -> GeckoEncoder:
+    """The encoder of a `gecko fit` checkpoint: a Lightning `.ckpt` file or the folder Lightning's
+    DeepSpeed strategy writes (any ZeRO stage), in eval mode on the CPU. Built from the backbone config
+    and tokenizer saved in the checkpoint, never from the base model's weights."""
+    return load_checkpoint(path).encoder
+
+
 def _build_encoder(record: dict | None, hparams: dict, path: Path) -> GeckoEncoder:
     """A randomly initialised encoder of the checkpoint's architecture, ready for its state dict."""
     if record:
@@ -139,7 +146,7 @@ def _build_encoder(record: dict | None, hparams: dict, path: Path) -> GeckoEncod
                         "pass a checkpoint written by `gecko fit`")
     base = local_model_path(resolve_path(base))
     tokenizer = local_model_path(resolve_path(hparams.get("tokenizer") or base), "tokenizer")
-    folder = _declaring_folder(base)
+    folder = declaring_folder(base)
     pooling = hparams.get("pooling") or (declared_pooling(folder).get("pooling") if folder else None) or "mean"
     settings = {"pooling": pooling, "normalize": True, "projection_dim": hparams.get("projection_dim"),
                 "max_length": hparams.get("max_length", 512)}

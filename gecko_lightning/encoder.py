@@ -5,8 +5,8 @@ in modules.json and its Pooling config, and `from_pretrained` follows that decla
 also carries the text format it was trained with (`text_format`), which evaluation and export read.
 
 No Lightning here: `GeckoModule` (module.py) trains it; `from_pretrained` loads a saved or exported
-folder and `from_checkpoint` (checkpoint.py) what `gecko fit` writes, so evaluation and export never
-import the trainer.
+folder, and `checkpoint.encoder_from_checkpoint` (the module above this one) what `gecko fit`
+writes, so evaluation and export never import the trainer.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def declared_pooling(folder: str | os.PathLike) -> dict:
     return declared
 
 
-def _declaring_folder(name_or_path: str, revision: str | None = None) -> Path | None:
+def declaring_folder(name_or_path: str, revision: str | None = None) -> Path | None:
     """The folder whose files declare pooling: the path itself, or a Hub model's (cached) snapshot."""
     if Path(name_or_path).is_dir():
         return Path(name_or_path)
@@ -204,7 +204,7 @@ class GeckoEncoder(nn.Module):
             cfg = json.loads(saved.read_text())
             projection_dim, max_length = cfg.get("projection_dim"), cfg.get("max_length", max_length)
             text_format = Template.from_dict(cfg["text_format"], f"{saved}: text_format") if cfg.get("text_format") else None
-        folder = _declaring_folder(name_or_path, hf_kwargs.get("revision"))
+        folder = declaring_folder(name_or_path, hf_kwargs.get("revision"))
         declared = declared_pooling(folder) if folder is not None else {}
         pooling = pooling or declared.get("pooling", "mean")
         normalize = declared.get("normalize", True) if normalize is None else normalize
@@ -216,15 +216,6 @@ class GeckoEncoder(nn.Module):
         if enc.projection is not None and weights.is_file():
             enc.projection.load_state_dict(torch.load(weights, map_location="cpu"))
         return enc
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike) -> GeckoEncoder:
-        """The encoder of a `gecko fit` checkpoint: a Lightning `.ckpt` file or the folder Lightning's
-        DeepSpeed strategy writes (any ZeRO stage). Built from the backbone config and tokenizer saved in
-        the checkpoint, never from the base model's weights; see `gecko_lightning.checkpoint`."""
-        from gecko_lightning.checkpoint import load_checkpoint
-
-        return load_checkpoint(path).encoder
 
     def settings(self) -> dict:
         """What a saved folder or checkpoint records besides weights (gecko_encoder.json)."""

@@ -7,7 +7,7 @@ Layout written (sentence-transformers convention, backbone at the root so `AutoM
     gecko_encoder.json, projection.pt                    so GeckoEncoder.from_pretrained(out) restores it exactly (text format included)
     README.md                                            model card (model_card.py): Hub metadata, usage, prompts, dims, config, results
 The source is a `gecko fit` checkpoint (a .ckpt file or a DeepSpeed folder, read by
-`GeckoEncoder.from_checkpoint`, never by the LightningModule) or a saved/exported folder.
+`checkpoint.load_checkpoint`, never by the LightningModule) or a saved/exported folder.
 `--push-to-hub OWNER/NAME` then uploads the folder (`gecko_lightning.hub.upload_folder`).
 Sibling: `gecko_lightning.evaluation.models.load_encoder` reads these folders back.
 """

@@ -2,7 +2,7 @@
 
 The loss lives in `losses.py`, the cross-device gather in `distributed.py` and the gradient cache in
 `grad_cache.py`; this file only wires the encoder, the loss switches, the optimiser and the logging
-together. Its checkpoints carry what `GeckoEncoder.from_checkpoint` needs to rebuild the encoder
+together. Its checkpoints carry what `checkpoint.encoder_from_checkpoint` needs to rebuild the encoder
 without this class: settings, text format, backbone config and tokenizer (`checkpoint.encoder_record`).
 """
 

@@ -9,7 +9,7 @@ run it by hand to serve the folder with `python -m vllm.entrypoints.openai.api_s
 
 import argparse
 
-from data_builders.gguf import convert
+from data_builders.llm.gguf import convert
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

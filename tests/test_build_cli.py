@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_builders import cli, config, pipeline
+from data_builders import cli, config
+from data_builders.fret import context
+from data_builders.fret import runner
 from data_builders.config import BuildConfig, load_config
 from gecko_lightning.data.schema import read_manifest, read_records
 
@@ -149,7 +151,7 @@ def built(tmp_path_factory) -> Path:
 
 
 def _no_llm(monkeypatch):
-    monkeypatch.setattr(pipeline, "build_llm", lambda *a, **k: pytest.fail("re-selection built an LLM"))
+    monkeypatch.setattr(context, "build_llm", lambda *a, **k: pytest.fail("re-selection built an LLM"))
 
 
 def test_from_reselects_like_a_direct_build_with_0_llm_calls(built, tmp_path, monkeypatch):
@@ -206,15 +208,15 @@ def test_from_refuses_an_unfinished_build(built, tmp_path, capsys):
 
 
 def test_merge_without_the_shards_module_is_one_line(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(sys.modules, "data_builders.shards", None)  # import fails as if absent
+    monkeypatch.setitem(sys.modules, "data_builders.fret.merge", None)  # import fails as if absent
     assert cli.main(["fret", "--merge", str(tmp_path / "x"), "--output_dir", str(tmp_path / "out")]) == 2
-    assert "--merge needs data_builders.shards.merge_builds" in _err_line(capsys)
+    assert "--merge needs data_builders.fret.merge.merge_builds" in _err_line(capsys)
 
 
 def test_merge_of_a_missing_dir_is_one_line(tmp_path, capsys):
-    shards = pytest.importorskip("data_builders.shards", reason="data_builders/shards.py (merge_builds) not written yet")
+    shards = pytest.importorskip("data_builders.fret.merge", reason="data_builders/fret/merge.py (merge_builds) not written yet")
     if not hasattr(shards, "merge_builds"):
-        pytest.skip("data_builders.shards has no merge_builds yet")
+        pytest.skip("data_builders.fret.merge has no merge_builds yet")
     missing = tmp_path / "missing"
     assert cli.main(["fret", "--merge", str(missing), "--output_dir", str(tmp_path / "out")]) == 2
     assert str(missing) in _err_line(capsys)

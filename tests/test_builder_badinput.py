@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from data_builders.cache import LLMCache
+from data_builders.llm.cache import LLMCache
 from data_builders.config import CorpusConfig, load_config
 from data_builders.corpus import load_corpus
-from data_builders.pipeline import run
+from data_builders.fret.runner import run
 from gecko_lightning.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from data_builders.config import LLMConfig, load_config
-from data_builders.hf_backend import TransformersLLM
+from data_builders.llm.hf import TransformersLLM
 from data_builders.llm import GenRequest
-from data_builders.pipeline import run
+from data_builders.fret.runner import run
 from gecko_lightning.data.schema import read_manifest, read_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ import pytest
 
 from data_builders.config import LLMConfig, load_config
 from data_builders.llm import BackendError, CallFailed, GenRequest
-from data_builders.openai_backend import OpenAILLM
+from data_builders.llm.openai import OpenAILLM
 
 
 def LP(token_id: int) -> float:
@@ -142,7 +142,7 @@ def test_retries_500_timeout_and_malformed_json_then_succeeds(server_factory, bo
 
 def test_prompt_is_the_transformers_backends_prompt(server_factory, bos_tokenizer_dir):
     """Byte-identical: the ids sent are the ids TransformersLLM feeds its model for the same request."""
-    from data_builders.hf_backend import TransformersLLM
+    from data_builders.llm.hf import TransformersLLM
 
     server = server_factory()
     hf = TransformersLLM(LLMConfig(model=str(bos_tokenizer_dir), device="cpu"))
@@ -234,7 +234,7 @@ def test_httpx_request_lines_are_silenced():
 def test_build_counts_retries_and_failures_then_a_rerun_retries_them(server_factory, bos_tokenizer_dir, tmp_path):
     """A build through a flaky server: a call that fails for good is skipped and counted, never
     cached, and the next run of the same command asks exactly that call again and finishes whole."""
-    from data_builders.pipeline import run
+    from data_builders.fret.runner import run
 
     server = server_factory()
     over = {"llm.backend": "openai", "llm.model": "m", "llm.tokenizer": str(bos_tokenizer_dir), "llm.base_url": server.url,

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from data_builders import cli, pipeline
+from data_builders import cli
+from data_builders.fret import context
+from data_builders.fret import runner
 from data_builders.config import load_config
-from data_builders.stages import choose
+from data_builders.fret.stages import choose
 from gecko_lightning.data.schema import read_manifest, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,9 +77,9 @@ def test_forced_rerun_of_a_finished_build_makes_no_llm_calls(built, tmp_path):
 
 def test_a_finished_build_of_the_same_config_is_reused_without_running_a_stage(built, monkeypatch, capsys):
     manifest_before = (built / "manifest.json").read_text()
-    for stage in pipeline.STAGES[:-1]:
-        monkeypatch.setattr(pipeline.stages, stage, lambda ctx, s=stage: pytest.fail(f"stage {s} ran"))
-    monkeypatch.setattr(pipeline, "export", lambda ctx: pytest.fail("export ran"))
+    for stage in runner.STAGES[:-1]:
+        monkeypatch.setattr(runner.stages, stage, lambda ctx, s=stage: pytest.fail(f"stage {s} ran"))
+    monkeypatch.setattr(runner, "export", lambda ctx: pytest.fail("export ran"))
     _build(built)
     assert "already holds a finished build" in capsys.readouterr().err
     assert (built / "manifest.json").read_text() == manifest_before
@@ -92,30 +94,30 @@ def test_a_build_is_rerun_when_config_or_corpus_changed_or_it_never_finished(bui
     corpus = tmp_path / "corpus.jsonl"
     shutil.copy(ROOT / "configs/assets/tiny_corpus/corpus.jsonl", corpus)
     cfg = load_config(FAKE, {"output_dir": str(out), "corpus.path": str(corpus)})
-    pipeline.run(cfg, force=True)  # a finished build that knows this corpus file
-    assert pipeline.finished_build(cfg) is not None
+    runner.run(cfg, force=True)  # a finished build that knows this corpus file
+    assert runner.finished_build(cfg) is not None
     if change == "config":
         cfg = load_config(FAKE, {"output_dir": str(out), "corpus.path": str(corpus), "select.negative": "none"})
     elif change == "corpus":
         corpus.write_text(corpus.read_text().replace("the", "a", 1))
     elif change == "interrupted":  # a stage started but export never wrote the manifest back
-        monkeypatch.setattr(pipeline, "export", lambda ctx: (_ for _ in ()).throw(KeyboardInterrupt))
+        monkeypatch.setattr(runner, "export", lambda ctx: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
-            pipeline.run(cfg, force=True)
+            runner.run(cfg, force=True)
         monkeypatch.undo()
     else:
         (out / "shard-00000.jsonl").unlink()
-    assert pipeline.finished_build(cfg) is None
-    stats = pipeline.run(cfg)
+    assert runner.finished_build(cfg) is None
+    stats = runner.run(cfg)
     assert not any(st.get("skipped") for st in stats.values())
-    assert pipeline.finished_build(cfg) is not None
+    assert runner.finished_build(cfg) is not None
 
 
 def test_reselect_uses_stored_scores_without_the_llm(built, monkeypatch):
     def no_llm(*a, **k):
         raise AssertionError("select/export must not build an LLM")
 
-    monkeypatch.setattr(pipeline, "build_llm", no_llm)
+    monkeypatch.setattr(context, "build_llm", no_llm)
     _build(built, "--stage", "select,export", "--select.positive=seed", "--select.negative=none")
     records = read_records(built)[0]
     assert all(r.meta["positive_id"] == r.meta["seed_id"] and r.negative is None for r in records)
@@ -140,7 +142,7 @@ def test_choose_never_uses_the_seed_as_a_negative():
 
 
 def test_ql_top1_takes_the_best_query_likelihood_not_the_fused_top():
-    from data_builders.stages import _fuse
+    from data_builders.fret.stages import _fuse
 
     # By hand: QL ranks b=1 c=2 a=3, RC ranks a=1 c=2 b=3; fused a = b = 4/3 > c = 1, and the tie keeps
     # retrieval order, so the fused top 1 is a while QL alone prefers b.

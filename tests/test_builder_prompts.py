@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_builders.cache import CallCounter, LLMCache, cache_key, cached_batch
+from data_builders.llm.cache import CallCounter, LLMCache, cache_key, cached_batch
 from data_builders.prompts import PROMPT_DIR, GenerationPrompt, load_prompt
 
 TARGET = "The Eiffel Tower was finished in 1889 for the World's Fair in Paris."

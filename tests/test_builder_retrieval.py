@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_builders.config import RetrieveConfig
-from data_builders.retrieval import candidates_with_seed, search
+from data_builders.index import candidates_with_seed, search
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,10 @@ from test_builder_resume import kill_midway
 
 from data_builders import cli
 from data_builders.config import ShardConfig, load_config
-from data_builders.pipeline import finished_build, run
-from data_builders.shards import block_range, merge_builds, resolve_shard
+from data_builders.fret.runner import finished_build, run
+from data_builders.corpus import block_range
+from data_builders.fret.merge import merge_builds
+from data_builders.fret.sharding import resolve_shard
 from gecko_lightning.data.schema import read_manifest, read_records, write_manifest
 from gecko_lightning.errors import UserError
 
@@ -176,7 +178,7 @@ def test_sampled_generation_depends_on_its_batch_so_shards_keep_batches_whole():
     drawn in another batch gets other tokens. Greedy outputs and QL/RC scores of the tiny models were
     bit-identical across batch compositions on CPU here, but an embedding of one text alone differed
     from the same text in a padded batch by 6e-8, and padded kernels promise nothing in general."""
-    from data_builders.hf_backend import TransformersLLM
+    from data_builders.llm.hf import TransformersLLM
     from data_builders.llm import GenRequest
 
     cfg = _cfg(TINY, Path("out"), **{"llm.temperature": 0.7})

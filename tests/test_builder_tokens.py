@@ -1,11 +1,11 @@
-"""Prompts as token ids (data_builders/tokens.py): BOS once, the query at known positions, stop strings."""
+"""Prompts as token ids (data_builders/llm/tokens.py): BOS once, the query at known positions, stop strings."""
 
 from __future__ import annotations
 
 import pytest
 
 from data_builders.llm import BackendError, GenRequest
-from data_builders.tokens import PromptTokens, cut_at_stop
+from data_builders.llm.tokens import PromptTokens, cut_at_stop
 
 
 @pytest.fixture(scope="module")

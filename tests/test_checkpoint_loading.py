@@ -1,4 +1,4 @@
-"""`GeckoEncoder.from_checkpoint`: the library reads what `gecko fit` writes, without the trainer.
+"""`encoder_from_checkpoint`: the library reads what `gecko fit` writes, without the trainer.
 
 Covered: a `.ckpt` written by a real Lightning `Trainer.fit` + `save_checkpoint` (the base model's
 folder deleted first, transformers' weight loading forbidden), and a DeepSpeed checkpoint folder.
@@ -35,7 +35,7 @@ import lightning as L
 import pytest
 import torch
 
-from gecko_lightning.checkpoint import is_deepspeed_checkpoint
+from gecko_lightning.checkpoint import encoder_from_checkpoint, is_deepspeed_checkpoint
 from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.text_format import Template
 
@@ -151,7 +151,7 @@ def _no_weight_loading(monkeypatch):
 
 def test_lightning_ckpt_loads_without_its_base_model(trained, monkeypatch):
     _no_weight_loading(monkeypatch)
-    enc = GeckoEncoder.from_checkpoint(trained.ckpt)  # the base folder no longer exists
+    enc = encoder_from_checkpoint(trained.ckpt)  # the base folder no longer exists
     assert enc.text_format == Template.from_preset("plain") and enc.dim == 16 and enc.max_length == 64
     for name, tensor in trained.module.encoder.state_dict().items():
         assert torch.equal(enc.state_dict()[name], tensor), name
@@ -182,7 +182,7 @@ def test_eval_and_export_default_to_the_trained_format(trained, tmp_path, monkey
 def test_deepspeed_folder_is_detected_and_loaded(trained, zero_folder, converter, monkeypatch):
     _no_weight_loading(monkeypatch)
     assert is_deepspeed_checkpoint(zero_folder) and not is_deepspeed_checkpoint(trained.root) and not is_deepspeed_checkpoint(trained.ckpt)
-    enc = GeckoEncoder.from_checkpoint(zero_folder)
+    enc = encoder_from_checkpoint(zero_folder)
     (folder, out_file), = converter
     assert folder == zero_folder and out_file.name == "fp32.ckpt" and not out_file.exists()  # a temporary file, removed
     for name, tensor in trained.module.encoder.state_dict().items():  # the fp32 partitions, not the bf16 module copy
@@ -221,7 +221,7 @@ def test_deepspeed_folder_without_deepspeed_is_a_one_line_error(zero_folder, cap
 
 @pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (pip install deepspeed)")
 def test_real_converter_reads_the_layout(trained, zero_folder):
-    enc = GeckoEncoder.from_checkpoint(zero_folder)
+    enc = encoder_from_checkpoint(zero_folder)
     for name, tensor in trained.module.encoder.state_dict().items():
         assert torch.equal(enc.state_dict()[name], tensor), name
 
@@ -231,7 +231,7 @@ def test_checkpoint_weights_load_strictly(trained, tmp_path):
     ckpt["state_dict"]["encoder.backbone.extra.weight"] = torch.zeros(2)
     torch.save(ckpt, tmp_path / "extra.ckpt")
     with pytest.raises(ValueError, match=r"extra.ckpt: its encoder weights do not match the encoder it describes"):
-        GeckoEncoder.from_checkpoint(tmp_path / "extra.ckpt")
+        encoder_from_checkpoint(tmp_path / "extra.ckpt")
 
 
 def test_evaluation_and_export_never_import_the_trainer(trained):

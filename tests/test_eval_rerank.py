@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_builders import rerank_eval
+from data_builders import judge as rerank_eval
 from data_builders.config import load_config
 from data_builders.llm import LLM
 from gecko_lightning import cli as gecko_cli

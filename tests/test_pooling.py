@@ -43,7 +43,7 @@ def test_eval_loader_builder_and_sentence_transformers_agree(tmp_path, tiny_bert
     from sentence_transformers import SentenceTransformer
 
     from data_builders.config import RetrieveConfig
-    from data_builders.retrieval import embed, load_embedder
+    from data_builders.index import embed, load_embedder
 
     folder = _st_folder(tmp_path, tiny_bert, pooling, normalize, padding_side)
     assert declared_pooling(folder) == {"pooling": pooling, "normalize": normalize}
@@ -125,9 +125,9 @@ def test_a_hub_name_reads_the_declaration_from_its_snapshot(tmp_path, tiny_bert,
     """A Hub name is looked up in its (cached) snapshot, as `HF_HUB_OFFLINE=1` with a filled cache does."""
     import huggingface_hub
 
-    from gecko_lightning.encoder import _declaring_folder
+    from gecko_lightning.encoder import declaring_folder
 
     folder = _st_folder(tmp_path, tiny_bert, "cls", True)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name, **kw: str(folder) if name == "org/cls-model" else 1 / 0)
-    assert declared_pooling(_declaring_folder("org/cls-model")) == {"pooling": "cls", "normalize": True}
-    assert _declaring_folder("org/unknown") is None
+    assert declared_pooling(declaring_folder("org/cls-model")) == {"pooling": "cls", "normalize": True}
+    assert declaring_folder("org/unknown") is None

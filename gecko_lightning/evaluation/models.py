@@ -1,7 +1,7 @@
 """Turn `--model` into a GeckoEncoder: a `gecko fit` checkpoint (a .ckpt file or a DeepSpeed folder),
 an exported folder, or a Hub name.
 
-Checkpoints are read by `GeckoEncoder.from_checkpoint`, never by the LightningModule: evaluation does
+Checkpoints are read by `checkpoint.encoder_from_checkpoint`, never by the LightningModule: evaluation does
 not import the trainer. Sibling: `gecko_lightning.export` writes the folders read here.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gecko_lightning.checkpoint import is_deepspeed_checkpoint
+from gecko_lightning.checkpoint import encoder_from_checkpoint, is_deepspeed_checkpoint
 from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.errors import UserError
 from gecko_lightning.paths import resolve_path
@@ -36,7 +36,7 @@ def load_encoder(spec: str, max_length: int | None = None) -> GeckoEncoder:
     spec = resolve_path(spec)  # `package:<pkg>/<sub>` is a local folder too
     path = Path(spec)
     if path.is_file() or is_deepspeed_checkpoint(path):
-        encoder = GeckoEncoder.from_checkpoint(path)
+        encoder = encoder_from_checkpoint(path)
     elif path.is_dir():
         encoder = GeckoEncoder.from_pretrained(path, max_length=_sentence_transformers_max_length(path) or 512)
     elif spec.endswith(".ckpt") or spec.startswith((".", "/")):

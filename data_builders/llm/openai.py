@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
-from .config import LLMConfig
-from .llm import LLM, BackendError, CallFailed, GenRequest
+from ..config import LLMConfig
+from .base import LLM, BackendError, CallFailed, GenRequest
 from .tokens import PromptTokens, ScoringRow, cut_at_stop, load_tokenizer
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from typing import Any
 
 from gecko_lightning.paths import resolve_path
 
-from .config import LLMConfig
-from .llm import LLM, BackendError, GenRequest
+from ..config import LLMConfig
+from .base import LLM, BackendError, GenRequest
 from .tokens import PromptTokens, ScoringRow, cut_at_stop, load_tokenizer
 
 log = logging.getLogger(__name__)

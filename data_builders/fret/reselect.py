@@ -17,8 +17,8 @@ from typing import Any
 from gecko_lightning.data.schema import MANIFEST, read_manifest, write_manifest
 from gecko_lightning.errors import MissingPathError, UserError
 
-from . import pipeline
-from .config import BuildConfig, load_config
+from . import runner
+from ..config import BuildConfig, load_config
 
 FREE = ("select", "export")  # the sections a re-selection may change
 NEEDS = ("corpus", "rerank")  # the stage files select and export read
@@ -70,7 +70,7 @@ def _check(source: Path, cfg: BuildConfig) -> None:
         diffs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
         raise UserError(f"--from {source}: only select.* and export.* can change without new LLM calls, but "
                         f"{diffs}; build that config with --config instead (--cache.path={source}/llm_cache.sqlite reuses calls)")
-    if read_manifest(source).get("corpus_sha256") != pipeline.corpus_fingerprint(cfg):
+    if read_manifest(source).get("corpus_sha256") != runner.corpus_fingerprint(cfg):
         raise UserError(f"--from {source}: corpus file {cfg.corpus.path} changed since that build; rebuild it")
     if (out / "stages" / "generate.jsonl").is_file():  # never overwrite the stage files of an LLM build
         raise UserError(f"--output_dir {out} holds a build of its own (stages/generate.jsonl); choose an empty folder")
@@ -84,11 +84,11 @@ def reselect(source: str | Path, cfg: BuildConfig) -> dict[str, Any]:
     stages_out.mkdir(parents=True, exist_ok=True)
     for name in NEEDS:
         shutil.copy2(source / "stages" / f"{name}.jsonl", stages_out / f"{name}.jsonl")
-    for stage in pipeline.STAGES[: pipeline.STAGES.index("select")]:  # their stats go into OUT's manifest
+    for stage in runner.STAGES[: runner.STAGES.index("select")]:  # their stats go into OUT's manifest
         stats = source / "stages" / f"{stage}.stats.json"
         if stats.is_file():
             shutil.copy2(stats, stages_out / stats.name)
-    result = pipeline.run(cfg, list(FREE))
+    result = runner.run(cfg, list(FREE))
     manifest = read_manifest(cfg.output_dir)
     manifest.pop("schema_version", None)
     write_manifest(cfg.output_dir, **{**manifest, "from": str(source)})

@@ -5,11 +5,11 @@ and writes its own, so any stage can be re-run alone:
     retrieve  -> retrieve.jsonl                              (embedder + faiss: top-N neighbours)
     rerank    -> rerank.jsonl                                (LLM: QL and RC for every candidate, RRF)
     select    -> select.jsonl                                (no LLM: positive / negative choice)
-    export    -> shard-*.jsonl + manifest.json               (see pipeline.py)
+    export    -> shard-*.jsonl + manifest.json               (see runner.py)
 
 `prepared_corpus` is the one place the corpus is read and truncated: `generate` calls it with the
 LLM's own `truncate`, the embed step (`--stage embed`, which loads no LLM) with `passage_truncator`,
-and the retrieve stage checks that both saw the same passages (retrieval.py).
+and the retrieve stage checks that both saw the same passages (index.py).
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ import logging
 import math
 import random
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tqdm.auto import tqdm
 
-from .cache import cache_key, cached_batch
-from .config import BuildConfig, LLMConfig
-from .corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, write_jsonl
-from .llm import LLM, CallFailed
-from .prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_prompt, passage_text
-from .shards import shard_seeds
-
-if TYPE_CHECKING:
-    from .pipeline import Context
+from ..config import BuildConfig, LLMConfig
+from ..corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, write_jsonl
+from ..llm import LLM, CallFailed
+from ..llm.cache import cache_key, cached_batch
+from ..prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_prompt, passage_text
+from .context import Context
+from .sharding import shard_seeds
 
 log = logging.getLogger(__name__)
 # Engines that schedule many prompts themselves get whole submissions; in-process transformers
@@ -56,7 +54,7 @@ def passage_truncator(cfg: LLMConfig):
     """`LLM.truncate` of `cfg`'s backend without loading its model: its tokenizer, or words for `fake`."""
     if cfg.backend == "fake":
         return LLM().truncate
-    from .tokens import PromptTokens, load_tokenizer
+    from ..llm.tokens import PromptTokens, load_tokenizer
 
     # The tokenizer each backend loads: llm.tokenizer, else the model's own (its GGUF file included).
     return PromptTokens(load_tokenizer(cfg.tokenizer or cfg.model, None if cfg.tokenizer else cfg.gguf_file)).truncate
@@ -77,7 +75,7 @@ def generate(ctx: Context) -> dict[str, Any]:
     cfg, llm = ctx.cfg, ctx.llm()
     corpus, corpus_stats = prepared_corpus(cfg, llm.truncate)
     if cfg.shard.count is not None:  # a shard must not pay for calls it cannot retrieve for
-        from .retrieval import check_index
+        from ..index import check_index
 
         check_index(cfg, corpus)
     write_jsonl(ctx.stage_file("corpus"), corpus)
@@ -129,7 +127,7 @@ def _parsed_row(gp, seed_id, prefix, out, task_type, passage, ctx, reasons) -> d
 
 
 def retrieve(ctx: Context) -> dict[str, Any]:
-    from .retrieval import candidates_with_seed, embed, load_embedder, open_index
+    from ..index import candidates_with_seed, embed, load_embedder, open_index
 
     cfg, rc = ctx.cfg, ctx.cfg.retrieve
     corpus = read_jsonl(ctx.stage_file("corpus"))

@@ -38,10 +38,10 @@ from gecko_lightning.evaluation.prompts import PromptMap
 from .config import BuildConfig
 from .corpus import truncate_corpus
 from .llm import LLM, BackendError, CallFailed
-from .pipeline import Context
+from .fret.context import Context
 from .prompts import load_prompt, passage_text
-from .retrieval import doc_texts, embed, load_embedder, search
-from .stages import _fuse, _ranks, rerank_chunk, rerank_prompts, score_pairs
+from .index import doc_texts, embed, load_embedder, search
+from .fret.stages import _fuse, _ranks, rerank_chunk, rerank_prompts, score_pairs
 
 ORDERS = ("embedder", "ql", "rc", "rrf")
 GENERIC_TASK = "Given a query, retrieve relevant documents"

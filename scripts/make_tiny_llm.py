@@ -3,7 +3,7 @@ plus a 2-layer, 64-wide Llama config. No weights are shipped: `llm.random_init: 
 a fixed seed, so tests and `configs/data/fret_tiny.yaml` exercise the real transformers backend
 (left-padded batched generation and scoring) offline and in seconds.
 
-    python -m data_builders.make_tiny_llm
+    python scripts/make_tiny_llm.py
 """
 
 from __future__ import annotations

@@ -6,13 +6,12 @@ describes the latest run of every stage even when stages were run one at a time.
 Two steps stand outside the per-build stages because they serve a whole (possibly sharded) build
 once: `embed` embeds the corpus, or slice `shard.index` of `shard.count` of it, into
 `retrieve.index_dir`, and `index` checks the slices and builds the search index (`embed` over the
-whole corpus does both). A shard (shards.py) writes `<output_dir>/shard-I-of-N/` and only reads
+whole corpus does both). A shard (sharding.py) writes `<output_dir>/shard-I-of-N/` and only reads
 that index; an unsharded build embeds its corpus in `retrieve` when its own index is missing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,51 +24,15 @@ from gecko_lightning.data.schema import (
 )
 from gecko_lightning.errors import UserError
 
-from . import corpus, stages
-from .cache import CallCounter, LLMCache
-from .config import BuildConfig
-from .corpus import read_jsonl, write_json
-from .llm import LLM, build_llm
-from .shards import resolve_shard, shard_dir
+from .. import corpus
+from ..config import BuildConfig
+from ..corpus import file_sha256, read_jsonl, write_json
+from . import stages
+from .context import LLM_STAGES, STAGES, Context
+from .sharding import resolve_shard, shard_dir
 
 log = logging.getLogger(__name__)
-STAGES = ("generate", "retrieve", "rerank", "select", "export")
-LLM_STAGES = ("generate", "rerank")
 STEPS = ("embed", "index")  # the shared corpus index; `--stage embed` / `--stage index`, on their own
-
-
-class Context:
-    """What stages share: the config, the output folder, the cache, call counts and the lazily built LLM."""
-
-    def __init__(self, cfg: BuildConfig, llm: LLM | None = None) -> None:
-        """`llm`: an already loaded backend to use instead of building one from `cfg.llm`.
-
-        A sharded `cfg` (see `shards.resolve_shard`) works in its shard's folder.
-        """
-        self.cfg = cfg
-        self.out = shard_dir(cfg)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.cache = LLMCache(cfg.cache.path or self.out / "llm_cache.sqlite")
-        self.counter = CallCounter()
-        self.prompt_versions: dict[str, str] = {}
-        self.models: dict[str, str] = {}
-        self.llm_load_s = 0.0
-        self._llm: LLM | None = llm
-        if llm is not None:
-            self.models["llm"] = llm.model_id
-
-    def stage_file(self, name: str) -> Path:
-        return self.out / "stages" / f"{name}.jsonl"
-
-    def llm(self) -> LLM:
-        if self._llm is None:
-            start = time.perf_counter()
-            self._llm = build_llm(self.cfg.llm, seed=self.cfg.corpus.seed)
-            # Fail now if the backend cannot generate or return the log-probs QL/RC need.
-            self._llm.probe({"generate", "ql", "rc"})
-            self.llm_load_s = time.perf_counter() - start
-            self.models["llm"] = self._llm.model_id
-        return self._llm
 
 
 def _stats_file(ctx: Context, stage: str) -> Path:
@@ -101,12 +64,6 @@ def run_stage(ctx: Context, stage: str) -> dict[str, Any]:
     return stats
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    corpus.update_from_file(digest, path)
-    return digest.hexdigest()
-
-
 def corpus_fingerprint(cfg: BuildConfig) -> str | None:
     """The build's corpus as `corpus.corpus_fingerprint` identifies it (None when it can't tell)."""
     return corpus.corpus_fingerprint(cfg.corpus)
@@ -122,7 +79,7 @@ def finished_build(cfg: BuildConfig) -> dict[str, Any] | None:
 
     The manifest is removed before any stage runs and written last, so its presence means every
     stage and the export finished; the shards it lists must all still be there. A sharded `cfg`
-    (as `shards.resolve_shard` returns it) is looked for in its shard folder.
+    (as `sharding.resolve_shard` returns it) is looked for in its shard folder.
     """
     out = shard_dir(cfg)
     try:
@@ -149,7 +106,7 @@ def run(cfg: BuildConfig, stage_names: list[str] | None = None, force: bool = Fa
 
     A complete build of the same config and corpus is not run again unless `force` (a forced run
     still answers every LLM call from the cache); its stats come back with `skipped: True`.
-    The shard comes from `cfg.shard` or the Slurm array (`shards.resolve_shard`). `embed` and
+    The shard comes from `cfg.shard` or the Slurm array (`sharding.resolve_shard`). `embed` and
     `index` (STEPS) run only on their own.
     """
     names = stage_names or list(STAGES)
@@ -167,7 +124,7 @@ def run(cfg: BuildConfig, stage_names: list[str] | None = None, force: bool = Fa
         return {s: {**done["stages"].get(s, {}), "skipped": True} for s in STAGES[:-1]} | {
             "export": {"records": done["records"], "shards": len(done["shards"]), "skipped": True}}
     if cfg.shard.count is not None and "retrieve" in names:
-        from .retrieval import check_index
+        from ..index import check_index  # torch and faiss load only for a stage that searches
 
         check_index(cfg)  # before the LLM loads; generate checks the passages before its first call
     return run_stages(cfg, names)
@@ -187,7 +144,7 @@ def run_stages(cfg: BuildConfig, names: list[str]) -> dict[str, Any]:
 
 def run_step(cfg: BuildConfig, step: str) -> dict[str, Any]:
     """`embed` (slice `shard.index` of `shard.count`, or everything) or `index` (merge the slices)."""
-    from .retrieval import embed_corpus, finish_index
+    from ..index import embed_corpus, finish_index
 
     start = time.perf_counter()
     if step == "index":

@@ -17,7 +17,7 @@ from typing import Any
 
 from gecko_lightning.errors import UserError
 
-from .llm import BackendError, CallFailed
+from .base import BackendError, CallFailed
 
 
 def cache_key(model_id: str, prompt_version: str, kind: str, payload: Any) -> str:

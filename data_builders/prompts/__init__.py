@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from .llm import GenRequest
+from ..llm import GenRequest
 
-PROMPT_DIR = Path(__file__).parent / "prompts"
+PROMPT_DIR = Path(__file__).parent  # the versioned prompt files live beside this module
 
 
 @dataclass

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from gecko_lightning.paths import resolve_path
 
-from .config import LLMConfig
-from .llm import LLM, GenRequest
+from ..config import LLMConfig
+from .base import LLM, GenRequest
 from .tokens import PromptTokens, cut_at_stop
 
 

@@ -1,52 +1,21 @@
-"""Corpus reading, seed sampling, truncation, and the atomic JSONL files the stages hand to each other.
+"""Corpus reading: every source a build can name, row by row through one validation path.
 
 `load_corpus` reads a local JSONL, Parquet or CSV file, a Hub dataset name, or a local folder in the
-Hub layout (streamed by `datasets`), all row by row through one validation path; `corpus_fingerprint`
-says whether a corpus changed between builds.
+Hub layout (streamed by `datasets`).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gecko_lightning.data.schema import atomic_write
 from gecko_lightning.errors import MissingPathError, UserError
 from gecko_lightning.paths import resolve_path
 
-from .config import CorpusConfig
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """One JSON document, atomically (see `write_jsonl`)."""
-    write_jsonl(path, [obj], indent=2)
-
-
-def write_jsonl(path: Path, rows: Iterable[Any], indent: int | None = None) -> int:
-    """Temp file + rename: a killed build leaves the old file or the new one, never half of one."""
-    n = 0
-
-    def write(tmp: Path) -> None:
-        nonlocal n
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, indent=indent) + "\n")
-                n += 1
-
-    atomic_write(path, write)
-    return n
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (or run all stages)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+from ..config import CorpusConfig
 
 
 def _reject_constant(name: str) -> None:
@@ -288,58 +257,3 @@ def _passage(where: str, raw: dict[str, Any], columns: dict[str, tuple[str, ...]
 
 def _label(options: tuple[str, ...]) -> str:
     return repr(options[0]) + "".join(f" (or {c!r})" for c in options[1:])
-
-
-def update_from_file(digest: Any, path: Path) -> None:
-    """Feed a file's bytes to a hashlib digest in 1 MiB blocks."""
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-
-
-def corpus_fingerprint(cfg: CorpusConfig) -> str | None:
-    """What a build manifest records to tell whether the corpus changed since.
-
-    A file: its sha256. A Hub-layout folder: a sha256 over its files (relative paths and bytes, hidden
-    ones such as .git left out) and the config, split and column map that pick rows from them. A Hub
-    name: the revision `main` resolved to in the local Hub cache, or None when the cache can't tell.
-    """
-    path = Path(resolve_path(cfg.path)).expanduser()
-    if path.is_file():
-        digest = hashlib.sha256()
-        update_from_file(digest, path)
-        return digest.hexdigest()
-    if path.is_dir():
-        digest = hashlib.sha256(json.dumps([cfg.config, cfg.split, cfg.columns], sort_keys=True).encode())
-        files = {f.relative_to(path).as_posix(): f for f in path.rglob("*") if f.is_file()}
-        for rel in sorted(r for r in files if not any(part.startswith(".") for part in r.split("/"))):
-            digest.update(f"\0{rel}\0{files[rel].stat().st_size}\0".encode())
-            update_from_file(digest, files[rel])
-        return digest.hexdigest()
-    return _hub_revision(cfg.path)
-
-
-def _hub_revision(name: str) -> str | None:
-    """The commit sha the Hub cache's `refs/main` holds for dataset `name` (written by any online load)."""
-    from huggingface_hub import constants
-
-    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}" / "refs" / "main"
-    return (ref.read_text().strip() or None) if ref.is_file() else None
-
-
-def truncate_corpus(rows: list[dict[str, Any]], budget: int, truncate: Callable[[str, int], tuple[str, bool]]) -> int:
-    """Cut every passage text to `budget` tokens in place; returns how many were cut."""
-    cut = 0
-    for row in rows:
-        row["text"], was_cut = truncate(row["text"], budget)
-        cut += was_cut
-    return cut
-
-
-def sample_seeds(rows: list[dict[str, Any]], num_seeds: int | None, seed: int) -> list[str]:
-    """Seed passage ids: all of them, or a seeded sample kept in corpus order."""
-    ids = [r["id"] for r in rows]
-    if num_seeds is None or num_seeds >= len(ids):
-        return ids
-    chosen = set(random.Random(seed).sample(ids, num_seeds))
-    return [i for i in ids if i in chosen]

@@ -33,8 +33,7 @@ from gecko_lightning.errors import UserError
 from gecko_lightning.paths import resolve_path
 
 from .config import BuildConfig, RetrieveConfig
-from .corpus import corpus_fingerprint, write_json
-from .shards import block_range
+from .corpus import block_range, corpus_fingerprint, write_json
 
 log = logging.getLogger(__name__)
 BLOCK_BATCHES = 16

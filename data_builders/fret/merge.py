@@ -1,119 +1,28 @@
-"""Sharded FRet builds: which seeds a shard builds, where it writes, and how finished shards merge.
-
-`corpus.num_seeds` seeds are sampled from the whole corpus first, then cut into `shard.count`
-contiguous runs of whole generate batches (`llm.gen_batch_size` in-process, `llm.submit_size` for
-vllm/openai), balanced to within one batch. A batch is the unit because a batch's results may depend on
-its members (sampling is seeded per batch; padded kernels round per shape): a shard sends the LLM,
-the embedder and the search exactly the batches the unsharded build sends, so the merged shards equal
-the unsharded build. Shard I of N writes `<output_dir>/shard-I-of-N/` (I zero-padded), with its own
-LLM cache and manifest; every shard searches the one corpus index of `--stage embed` / `--stage index`.
+"""Merge finished shard folders into one build, the unsharded build byte for byte.
 
 `merge_builds` turns the finished shard folders into one build: the stage files concatenated in shard
 order (the unsharded order), the LLM caches combined, then `select` and `export` run as in any build.
+Which seeds a shard builds and where it writes: `sharding.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import shutil
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from gecko_lightning.data.schema import MANIFEST, SchemaError, read_manifest, write_manifest
 from gecko_lightning.errors import MissingPathError, UserError
 
-from .config import BuildConfig, ShardConfig
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
-    raw = env.get(name)
-    if raw is None:
-        if default is None:
-            raise UserError(f"{name} is unset but SLURM_ARRAY_TASK_ID={env.get('SLURM_ARRAY_TASK_ID')} is set; "
-                            f"pass --shard.index and --shard.count explicitly")
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise UserError(f"{name}={raw!r} is not an integer; pass --shard.index and --shard.count explicitly") from None
-
-
-def slurm_array_shard(env: Mapping[str, str]) -> tuple[int, int]:
-    """(index, count) of this Slurm array task: ids need not start at 0 (`--array=1-8`) or step by 1."""
-    task, count = _env_int(env, "SLURM_ARRAY_TASK_ID"), _env_int(env, "SLURM_ARRAY_TASK_COUNT")
-    low, step = _env_int(env, "SLURM_ARRAY_TASK_MIN", 0), _env_int(env, "SLURM_ARRAY_TASK_STEP", 1)
-    high = _env_int(env, "SLURM_ARRAY_TASK_MAX", low + (count - 1) * step)
-    index, off_step = divmod(task - low, step) if step > 0 else (-1, 0)
-    if count < 1 or high != low + (count - 1) * step:
-        raise UserError(f"the Slurm array ids are not a range: SLURM_ARRAY_TASK_MIN={low}, _MAX={high}, _STEP={step}, "
-                        f"_COUNT={count} (an id list such as --array=1,4,9 has no shard numbering); submit "
-                        f"--array=0-{max(count, 1) - 1}, or pass --shard.index and --shard.count explicitly")
-    if off_step or not 0 <= index < count:
-        raise UserError(f"SLURM_ARRAY_TASK_ID={task} is not one of the array's {count} ids {low}..{high} "
-                        f"(step {step}); pass --shard.index and --shard.count explicitly")
-    return index, count
-
-
-def resolve_shard(cfg: BuildConfig, env: Mapping[str, str] | None = None) -> BuildConfig:
-    """`cfg` with `shard.index` and `shard.count` set, from the Slurm array when not given; both None is unsharded.
-
-    Explicit values win. `--shard.count N` alone takes the index from the array, which must then have N tasks.
-    """
-    env = os.environ if env is None else env
-    index, count = cfg.shard.index, cfg.shard.count
-    if index is None and "SLURM_ARRAY_TASK_ID" in env:
-        index, array_count = slurm_array_shard(env)
-        if count is not None and count != array_count:
-            raise UserError(f"shard.count={count} but this Slurm array has {array_count} tasks; submit "
-                            f"--array=0-{count - 1} or drop --shard.count")
-        count = array_count
-    if index is None and count is None:
-        return cfg
-    for key, value in (("index", index), ("count", count)):
-        if value is None or isinstance(value, bool) or not isinstance(value, int):
-            other = "count" if key == "index" else "index"
-            raise UserError(f"shard.{key}={value!r}: a sharded build needs both shard.index and shard.count as "
-                            f"integers (got shard.{other}={count if key == 'index' else index!r})")
-    if count < 1 or not 0 <= index < count:
-        raise UserError(f"shard.index={index}, shard.count={count}: the index must be in 0..count-1 and count >= 1")
-    return dataclasses.replace(cfg, shard=ShardConfig(index=index, count=count))
-
-
-def shard_name(index: int, count: int) -> str:
-    """`shard-03-of-16`: zero-padded so the folders list in shard order."""
-    return f"shard-{index:0{len(str(count - 1))}d}-of-{count}"
-
-
-def shard_dir(cfg: BuildConfig) -> Path:
-    """Where this build writes: `output_dir`, or `output_dir/shard-I-of-N` for a shard (cfg as `resolve_shard` left it)."""
-    out = Path(cfg.output_dir)
-    return out if cfg.shard.count is None else out / shard_name(cfg.shard.index, cfg.shard.count)
-
-
-def block_range(total: int, unit: int, index: int, count: int) -> tuple[int, int]:
-    """[lo, hi) of part `index` of `count` of `total` items cut only at multiples of `unit`, balanced to one unit."""
-    blocks = -(-total // unit)
-    return min(total, index * blocks // count * unit), min(total, (index + 1) * blocks // count * unit)
-
-
-def shard_seeds(seeds: list[str], unit: int, shard: ShardConfig) -> tuple[list[str], dict[str, Any] | None]:
-    """This shard's run of the sampled `seeds` (all of them unsharded) and what its manifest records about it."""
-    if shard.count is None:
-        return seeds, None
-    lo, hi = block_range(len(seeds), unit, shard.index, shard.count)
-    mine = seeds[lo:hi]
-    digest = hashlib.sha256(json.dumps(mine, ensure_ascii=False).encode("utf-8")).hexdigest()
-    return mine, {"index": shard.index, "count": shard.count, "seed_range": [lo, hi], "total_seeds": len(seeds),
-                  "batch": unit, "seeds_sha256": digest}
-
-
-# ---- merging finished shards
+from ..config import load_config
+from ..corpus import file_sha256, read_jsonl, write_json, write_jsonl
+from ..llm.cache import LLMCache
+from .runner import run_stages
+from .sharding import shard_name
 
 MERGED_FILES = ("generate", "retrieve", "rerank")  # concatenated in shard order; select and export run again
 CORPUS_KEYS = ("corpus_passages", "truncated_passages", "empty_passages_skipped", "empty_passages_first")
@@ -154,8 +63,6 @@ def _part(folder: Path) -> _Part:
     if failed:
         raise UserError(f"--merge {folder}: LLM calls failed in this shard {failed}; run the shard again to retry "
                         f"them (finished calls come from its cache), then merge")
-    from .pipeline import file_sha256
-
     for name, digest in (manifest.get("shard_sha256") or {}).items():
         if not (folder / name).is_file() or file_sha256(folder / name) != digest:
             raise UserError(f"--merge {folder}: record file {name} is missing or changed since the shard finished; "
@@ -263,8 +170,6 @@ def _check_output(out: Path, parts: list[_Part]) -> None:
 
 def _concat(parts: list[_Part], name: str, dest: Path) -> None:
     """Write the shards' stages/<name>.jsonl one after the other (the unsharded order)."""
-    from .corpus import read_jsonl, write_jsonl
-
     rows = []
     for p in parts:
         mine = read_jsonl(p.dir / "stages" / f"{name}.jsonl")
@@ -281,8 +186,6 @@ def _concat(parts: list[_Part], name: str, dest: Path) -> None:
 
 def _merge_caches(parts: list[_Part], dest: Path) -> None:
     """Every shard's LLM calls into one cache, so the merged build re-runs (--force) with 0 calls."""
-    from .cache import LLMCache
-
     LLMCache(dest).close()  # creates the table
     sources = dict.fromkeys(Path(p.manifest["config"]["cache"]["path"] or p.dir / "llm_cache.sqlite") for p in parts)
     with sqlite3.connect(dest, timeout=60) as db:
@@ -300,10 +203,6 @@ def merge_builds(dirs: list[Path], output_dir: Path) -> dict[str, Any]:
     (without the shard), its records (select and export run on the merged files), one LLM cache.
     The manifest adds `merged_from` and `shards_wall_time_s` (each shard's stage times).
     """
-    from . import pipeline
-    from .config import load_config
-    from .corpus import write_json
-
     if not dirs:
         raise UserError("--merge needs the shard folders of a build, e.g. --merge OUT/shard-*-of-4")
     parts = sorted((_part(Path(d)) for d in dirs), key=lambda p: p.shard["index"])
@@ -323,7 +222,7 @@ def merge_builds(dirs: list[Path], output_dir: Path) -> dict[str, Any]:
         stats = [json.loads((p.dir / "stages" / f"{name}.stats.json").read_text()) for p in parts]
         write_json(stages_dir / f"{name}.stats.json", merge_stats(name, stats))
     _merge_caches(parts, out / "llm_cache.sqlite")
-    pipeline.run_stages(cfg, ["select", "export"])
+    run_stages(cfg, ["select", "export"])
     manifest = read_manifest(out)
     if manifest["records"] != sum(p.manifest["records"] for p in parts):
         (out / MANIFEST).unlink()  # not a finished build

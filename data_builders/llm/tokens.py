@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .llm import BackendError, GenRequest
+from .base import BackendError, GenRequest
 
 
 @dataclass(frozen=True)
