@@ -162,13 +162,18 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
 
 def _finish_folder(out_dir: Path, encoder: GeckoEncoder, hparams: dict, dims: list[int], name: str, results: dict | None,
                    meta: dict, data: dict) -> None:
-    """Add the trained Matryoshka dims to gecko_encoder.json and write the model card."""
-    cfg_path = out_dir / "gecko_encoder.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["matryoshka_dims"] = dims or None
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    """Add the trained Matryoshka dims to gecko_encoder.json and config.json, and write the model card."""
+    _update_json(out_dir / "gecko_encoder.json", matryoshka_dims=dims or None)
+    if dims:  # vLLM serves `dimensions` only for a backbone config that lists them (and only those)
+        _update_json(out_dir / "config.json", matryoshka_dimensions=dims)
     prompts = json.loads((out_dir / "config_sentence_transformers.json").read_text()).get("prompts", {})
     (out_dir / "README.md").write_text(model_card(name, encoder, hparams, dims, prompts, results, meta, data))
+
+
+def _update_json(path: Path, **values) -> None:
+    cfg = json.loads(path.read_text())
+    cfg.update(values)
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

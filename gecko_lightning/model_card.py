@@ -22,6 +22,7 @@ import yaml
 
 from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.errors import UserError
+from gecko_lightning.evaluation.prompts import PromptMap
 from gecko_lightning.text_format import GECKO, Template
 
 POOLING_WORDS = {"mean": "mean pooling over all tokens (task prefix included)", "cls": "the first ([CLS]) token's state",
@@ -186,6 +187,8 @@ print(model.similarity(q, d)){trunc_line}
 
 Trained dims: {dims_line}. Load with `truncate_dim=d` (or slice the first d values and re-normalise) for smaller vectors.
 
+{serve_section(name, template, encoder.max_length, dims)}
+
 ## Training configuration
 
 ```yaml
@@ -196,6 +199,66 @@ Trained dims: {dims_line}. Load with `truncate_dim=d` (or slice the first d valu
 
 {_results_table(results)}
 """
+
+
+def client_strings(template: Template, task: str | None = None) -> dict[str, str]:
+    """The strings a server client sends, with {query}/{title}/{text} left as placeholders.
+
+    A server embeds exactly what it receives, so the client applies the text format that `encode`
+    applies through its named prompts: "query" and "document" here equal `prompt_name="query"` and
+    `prompt_name="document"` (untitled) once the placeholders are filled.
+    """
+    task = task or PromptMap.load().retrieval_default
+    return {"query": template.format_query(task, "{query}"), "document": template.format_document(None, "{text}"),
+            "titled document": template.format_document("{title}", "{text}")}
+
+
+def serve_section(name: str, template: Template, max_length: int, dims: list[int]) -> str:
+    """The card's "Serving" section: what a client sends to vLLM (or any OpenAI-style server), and the limits."""
+    strings = client_strings(template)
+    rows = "\n".join(f"| {side} | `{_cell(text)}` |" for side, text in strings.items())
+    query, doc = strings["query"], strings["document"]
+    dims_line = (f"Matryoshka: pass `dimensions={dims[-1]}` (any of {', '.join(map(str, dims))}; vLLM reads them from "
+                 "`matryoshka_dimensions` in config.json) for the first d values, re-normalised; with a server that "
+                 "has no `dimensions`, slice the vector and re-normalise it yourself."
+                 if dims else "This model was not trained for Matryoshka widths; use the full vector.")
+    return f"""## Serving
+
+A server embeds exactly the string it is sent, so the client adds the text format that `encode` adds
+through its named prompts. Send these strings (fill the placeholders):
+
+| side | string |
+| --- | --- |
+{rows}
+
+The query string equals `encode(q, prompt_name="query")`, the document string `encode(d, prompt_name="document")`.
+
+```bash
+python -m vllm.entrypoints.openai.api_server --model {name} --runner pooling --dtype float32
+```
+
+vLLM reads the pooling from `1_Pooling/config.json`, the L2 normalisation from `modules.json` and the
+{max_length}-token limit from `sentence_bert_config.json`. A longer text is refused (HTTP 400) unless the
+request sets `truncate_prompt_tokens`; with `truncate_prompt_tokens: {max_length}` the server keeps the first
+{max_length} tokens, as `encode` does.
+
+```python
+from openai import OpenAI
+
+client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+texts = ["{_py(query.format(query='what causes tides?'))}",
+         "{_py(doc.format(text='Tides are the rise and fall of sea levels...'))}"]
+out = client.embeddings.create(model="{name}", input=texts, extra_body={{"truncate_prompt_tokens": {max_length}}})
+vectors = [d.embedding for d in out.data]
+```
+
+{dims_line}
+"""
+
+
+def _py(text: str) -> str:
+    """`text` as the inside of a double-quoted Python string."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _format_words(template: Template, unrecorded: bool) -> str:

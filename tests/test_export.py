@@ -261,3 +261,21 @@ def test_gecko_command_exits_2_on_a_missing_checkpoint(tmp_path):
     run = subprocess.run([sys.executable, "-m", "gecko_lightning", "export", str(tmp_path / "none.ckpt"), str(tmp_path / "out")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "none.ckpt: no such checkpoint file or model folder" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_card_shows_the_strings_a_server_client_sends(tmp_path, tiny_bert):
+    """A server applies no prompt: the card's strings, filled in, are what encode's named prompts produce."""
+    from gecko_lightning.model_card import client_strings
+    from gecko_lightning.text_format import GECKO
+
+    _encoder(tiny_bert).save_pretrained(tmp_path / "src")
+    out = export(tmp_path / "src", tmp_path / "out", matryoshka_dims=[16, 8])
+    prompts = json.loads((out / "config_sentence_transformers.json").read_text())["prompts"]
+    strings = client_strings(GECKO)
+    assert strings["query"].format(query="what causes tides?") == prompts["query"] + "what causes tides?"
+    assert strings["document"].format(text="Tides rise.") == prompts["document"] + "Tides rise."
+    card = (out / "README.md").read_text()
+    assert "`task: search result \\| query: {query}`" in card and "`title: {title} \\| text: {text}`" in card
+    assert '"task: search result | query: what causes tides?"' in card  # the OpenAI-client example sends it
+    assert "--runner pooling" in card and '{"truncate_prompt_tokens": 64}' in card
+    assert json.loads((out / "config.json").read_text())["matryoshka_dimensions"] == [16, 8]  # vLLM's `dimensions`

@@ -35,14 +35,15 @@ def _free_port() -> int:
 class VLLMServer:
     """`python -m vllm.entrypoints.openai.api_server` in its own process group, logging to a file."""
 
-    def __init__(self, model_dir: str | Path, name: str, log_dir: Path, max_model_len: int = 2048,
+    def __init__(self, model_dir: str | Path, name: str, log_dir: Path, max_model_len: int | None = 2048,
                  startup_s: float = 600.0, extra: list[str] | None = None) -> None:
+        """max_model_len None: vLLM's own choice (the model folder's limit)."""
         self.model_dir, self.name, self.port = str(model_dir), name, _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = Path(log_dir) / f"vllm-{name}-{self.port}.log"
         self.cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
                     "--served-model-name", name, "--host", "127.0.0.1", "--port", str(self.port),
-                    "--dtype", "float32", "--max-model-len", str(max_model_len), *(extra or [])]
+                    "--dtype", "float32", *(["--max-model-len", str(max_model_len)] if max_model_len else []), *(extra or [])]
         self.startup_s = startup_s
         self.proc: subprocess.Popen | None = None
 
