@@ -29,7 +29,8 @@ test: install
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
-# The backend-parity and server tests (tests/test_vllm_backends.py) against a real vLLM server.
+# The backend-parity and server tests (tests/test_vllm_backends.py) and the served-embedding parity
+# (tests/test_serve_vllm.py) against a real vLLM server.
 install-vllm: $(VLLM_VENV)/.installed
 
 $(VLLM_VENV)/.installed: pyproject.toml
@@ -45,7 +46,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-vllm: install-vllm
-	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} $(VPY) -m pytest -q -m vllm tests/test_vllm_backends.py; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} $(VPY) -m pytest -q -m vllm tests/test_vllm_backends.py tests/test_serve_vllm.py; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh

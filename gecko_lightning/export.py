@@ -1,8 +1,10 @@
 """`gecko export CHECKPOINT OUT_DIR`: a folder that sentence-transformers and transformers both load.
 
 Layout written (sentence-transformers convention, backbone at the root so `AutoModel` loads it too):
-    config.json, model.safetensors, tokenizer files      the backbone (AutoModel.from_pretrained(out))
-    modules.json, sentence_bert_config.json              Transformer -> 1_Pooling (the encoder's) [-> 2_Dense] -> 3_Normalize
+    config.json, model.safetensors, tokenizer files      the backbone (AutoModel.from_pretrained(out)); config.json
+                                                         also lists `matryoshka_dimensions` (vLLM's `dimensions`)
+    modules.json, sentence_bert_config.json              Transformer -> 1_Pooling (the encoder's) [-> 2_Dense] -> 3_Normalize;
+                                                         `max_seq_length`, the token limit a server reads
     config_sentence_transformers.json                    the model's text format as named prompts, cosine similarity
     gecko_encoder.json, projection.pt                    so GeckoEncoder.from_pretrained(out) restores it exactly (text format included)
     README.md                                            model card (model_card.py): Hub metadata, usage, prompts, dims, config, results
@@ -76,6 +78,9 @@ def write_sentence_transformers(encoder: GeckoEncoder, out_dir: Path, prompts: d
         modules.append(Normalize())
     model = SentenceTransformer(modules=modules, prompts=prompts, similarity_fn_name="cosine", device="cpu")
     model.save(str(out_dir))
+    # sentence-transformers 6 keeps the limit in tokenizer_config.json only; servers (vLLM, TEI) read it
+    # from here, as 5.x wrote it, and would otherwise take max_position_embeddings and embed more tokens
+    _update_json(out_dir / "sentence_bert_config.json", max_seq_length=encoder.max_length)
 
 
 def load_source(path: Path) -> tuple[GeckoEncoder, dict, dict]:

@@ -279,3 +279,13 @@ def test_card_shows_the_strings_a_server_client_sends(tmp_path, tiny_bert):
     assert '"task: search result | query: what causes tides?"' in card  # the OpenAI-client example sends it
     assert "--runner pooling" in card and '{"truncate_prompt_tokens": 64}' in card
     assert json.loads((out / "config.json").read_text())["matryoshka_dimensions"] == [16, 8]  # vLLM's `dimensions`
+
+
+def test_token_limit_is_where_servers_read_it(tmp_path, tiny_bert):
+    """vLLM and TEI read `max_seq_length` from sentence_bert_config.json; sentence-transformers must agree with it."""
+    from sentence_transformers import SentenceTransformer
+
+    _encoder(tiny_bert).save_pretrained(tmp_path / "src")
+    out = export(tmp_path / "src", tmp_path / "out")
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 64
+    assert SentenceTransformer(str(out), device="cpu").max_seq_length == 64

@@ -2,7 +2,8 @@
 
 Two tiny exported models, one CLS-pooled and one mean-pooled (same weights, Matryoshka dims 16 and 8),
 are served side by side by vLLM's pooling runner, started as the model card says (no pooling, length
-or normalisation flags: vLLM must read them from the folder). Checked against `encode`, cosine >= 0.9999:
+or normalisation flags: vLLM must read them from the folder; `--enforce-eager` only skips a minute of
+compiling per server). Checked against `encode`, cosine >= 0.9999:
 plain texts; a text longer than the token limit sent with `truncate_prompt_tokens` (and refused
 without it); the card's query and document strings against `prompt_name="query"` / `"document"`;
 and the request's `dimensions` against `truncate_dim`. Run with `make test-vllm`; skips without vLLM.
@@ -11,6 +12,7 @@ and the request's `dimensions` against `truncate_dim`. Run with `make test-vllm`
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,21 +24,32 @@ from vllm_support import VLLMServer, require_vllm
 
 pytestmark = pytest.mark.vllm
 TINY_BERT = Path(__file__).resolve().parents[1] / "configs" / "assets" / "tiny-bert"
-MAX_LEN, DIMS = 32, [16, 8]
+MAX_LEN, DIMS = 32, [32, 16]
 TEXTS = ["A Humdrum Star is the fourth studio album.", "short", "Tides are the rise and fall of sea levels.",
          "Róisín Owens is a Professor in the Department of Chemical Engineering."]
-LONG = " ".join(["the moon pulls the oceans toward it while the earth turns"] * 12)
+LONG = TEXTS[3] + " " + " ".join(["the moon pulls the oceans toward it while the earth turns"] * 12)
 POOLINGS = ("cls", "mean")
 
 
-def _export(tmp: Path, pooling: str) -> Path:
+def _backbone(tmp: Path) -> Path:
+    """The tiny BERT with one 64-wide head (vLLM's CPU attention has no kernel for its 16-wide heads), initialised
+    wide enough that texts, prompts and the two poolings give vectors further apart than the 0.9999 bar."""
+    folder = tmp / "tiny-bert-64"
+    shutil.copytree(TINY_BERT, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(hidden_size=64, num_attention_heads=1, intermediate_size=128, initializer_range=0.2)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def _export(backbone: Path, tmp: Path, pooling: str) -> Path:
     import torch
 
     from gecko_lightning.encoder import GeckoEncoder
     from gecko_lightning.export import export
 
     torch.manual_seed(0)  # the same weights for both poolings: only the pooling tells the servers apart
-    enc = GeckoEncoder.from_pretrained(TINY_BERT, random_init=True, projection_dim=None, max_length=MAX_LEN, pooling=pooling)
+    enc = GeckoEncoder.from_pretrained(backbone, random_init=True, projection_dim=None, max_length=MAX_LEN, pooling=pooling)
     enc.save_pretrained(tmp / f"src-{pooling}")
     return export(tmp / f"src-{pooling}", tmp / f"tiny-{pooling}", matryoshka_dims=DIMS)
 
@@ -46,8 +59,9 @@ def served(tmp_path_factory):
     """{pooling: (exported folder, server)}; both servers start at once to halve the wait."""
     require_vllm()
     tmp = tmp_path_factory.mktemp("serve")
-    folders = {p: _export(tmp, p) for p in POOLINGS}
-    servers = {p: VLLMServer(folders[p], f"tiny-{p}", tmp, max_model_len=None, extra=["--runner", "pooling"]) for p in POOLINGS}
+    backbone = _backbone(tmp)
+    folders = {p: _export(backbone, tmp, p) for p in POOLINGS}
+    servers = {p: VLLMServer(folders[p], f"tiny-{p}", tmp, max_model_len=None, extra=["--runner", "pooling", "--enforce-eager"]) for p in POOLINGS}
     try:
         with ThreadPoolExecutor(len(servers)) as pool:
             list(pool.map(lambda s: s.start(), servers.values()))
@@ -98,10 +112,11 @@ def test_long_text_truncates_as_encode(served, pooling):
     model = _model(folder)
     assert len(model.tokenizer(LONG)["input_ids"]) > MAX_LEN  # encode truncates this text
     assert _embed(server, [LONG]).status_code == 400  # what the card warns of: refused without truncation
-    theirs = _vectors(server, [LONG], truncate_prompt_tokens=MAX_LEN)
-    assert _cos(theirs, model.encode([LONG])).min() >= 0.9999
-    head = model.tokenizer.decode(model.tokenizer(LONG)["input_ids"][1:MAX_LEN - 1])
-    assert _cos(theirs, model.encode([head])).min() >= 0.9999  # it kept the first tokens, not the last
+    ours = model.encode([LONG])
+    assert _cos(_vectors(server, [LONG], truncate_prompt_tokens=MAX_LEN), ours).min() >= 0.9999
+    # the bar tells the kept ends apart: keeping the last tokens instead gives another vector
+    left = _vectors(server, [LONG], truncate_prompt_tokens=MAX_LEN, truncation_side="left")
+    assert _cos(left, ours).max() < 0.999
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
