@@ -78,8 +78,8 @@ def write_sentence_transformers(encoder: GeckoEncoder, out_dir: Path, prompts: d
         modules.append(Normalize())
     model = SentenceTransformer(modules=modules, prompts=prompts, similarity_fn_name="cosine", device="cpu")
     model.save(str(out_dir))
-    # sentence-transformers 6 keeps the limit in tokenizer_config.json only; servers (vLLM, TEI) read it
-    # from here, as 5.x wrote it, and would otherwise take max_position_embeddings and embed more tokens
+    # sentence-transformers 6 keeps the limit in tokenizer_config.json only; vLLM reads it
+    # from here, where 5.x wrote it, and would otherwise take max_position_embeddings and embed more tokens
     _update_json(out_dir / "sentence_bert_config.json", max_seq_length=encoder.max_length)
 
 

@@ -282,7 +282,7 @@ def test_card_shows_the_strings_a_server_client_sends(tmp_path, tiny_bert):
 
 
 def test_token_limit_is_where_servers_read_it(tmp_path, tiny_bert):
-    """vLLM and TEI read `max_seq_length` from sentence_bert_config.json; sentence-transformers must agree with it."""
+    """vLLM reads `max_seq_length` from sentence_bert_config.json; sentence-transformers must agree with it."""
     from sentence_transformers import SentenceTransformer
 
     _encoder(tiny_bert).save_pretrained(tmp_path / "src")

@@ -114,6 +114,7 @@ def test_long_text_truncates_as_encode(served, pooling):
     assert _embed(server, [LONG]).status_code == 400  # what the card warns of: refused without truncation
     ours = model.encode([LONG])
     assert _cos(_vectors(server, [LONG], truncate_prompt_tokens=MAX_LEN), ours).min() >= 0.9999
+    assert _cos(_vectors(server, [LONG], truncate_prompt_tokens=-1), ours).min() >= 0.9999  # -1: the model's limit
     # the bar tells the kept ends apart: keeping the last tokens instead gives another vector
     left = _vectors(server, [LONG], truncate_prompt_tokens=MAX_LEN, truncation_side="left")
     assert _cos(left, ours).max() < 0.999
