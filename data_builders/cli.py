@@ -26,6 +26,7 @@ from typing import Any, Optional
 from jsonargparse import Namespace
 
 from gecko_lightning.errors import UserError, debug
+from gecko_lightning.user_files import check_yaml
 
 from .config import BuildParser, build_parser, config_from  # noqa: F401  (other commands extend this parser)
 
@@ -70,6 +71,7 @@ def parse(argv: list[str]) -> Namespace:
     parser = fret_parser()
     for path in _flags(argv, "--config"):  # alone first, so an error names its file
         if Path(path).is_file():
+            check_yaml(path)  # file, line and column, not the YAML parser's trace
             try:
                 config_from(parser.parse_path(path))
             except UserError as e:

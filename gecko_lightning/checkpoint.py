@@ -35,6 +35,7 @@ from gecko_lightning.encoder import GeckoEncoder, declaring_folder, backbone_cla
 from gecko_lightning.errors import MissingPathError, UserError
 from gecko_lightning.paths import local_model_path, resolve_path
 from gecko_lightning.text_format import Template
+from gecko_lightning.user_files import load_torch_file
 
 ENCODER_KEY = "gecko_encoder"  # {"settings": GeckoEncoder.settings(), "files": {name: bytes}}
 DATA_KEY = "gecko_data"  # {source name: {"path": ..., "source": ...}}: what the model was trained on
@@ -93,10 +94,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                         "pass a .ckpt file or the folder Lightning's DeepSpeed strategy wrote")
     if not path.is_file():
         raise MissingPathError(f"{path}: no such checkpoint file or folder")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise UserError(f"{path} is not a readable PyTorch/Lightning checkpoint ({type(e).__name__}: {e})") from e
+    ckpt = load_torch_file(path, "PyTorch/Lightning checkpoint")  # truncated or corrupt: one line naming it
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} holds a {type(ckpt).__name__}, not a Lightning checkpoint; pass one written by `gecko fit`")
     return ckpt

@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 from gecko_lightning.errors import UserError
 from gecko_lightning.paths import local_model_path, resolve_path
 from gecko_lightning.text_format import Template
+from gecko_lightning.user_files import check_weights_folder, load_torch_file
 
 GECKO_CONFIG = "gecko_encoder.json"
 PROJECTION_WEIGHTS = "projection.pt"
@@ -138,6 +139,8 @@ def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: st
     try:
         if random_init:  # a config-only folder: tests and tiny runs never download weights
             return cls.from_config(config, **attn)
+        if Path(name_or_path).is_dir():  # a truncated or missing weight file: one line naming it
+            check_weights_folder(name_or_path)
         return cls.from_pretrained(name_or_path, config=config, **attn, **kwargs)
     except (ValueError, ImportError) as e:
         if not attn:
@@ -214,7 +217,7 @@ class GeckoEncoder(nn.Module):
                   text_format=text_format)
         weights = Path(name_or_path) / PROJECTION_WEIGHTS
         if enc.projection is not None and weights.is_file():
-            enc.projection.load_state_dict(torch.load(weights, map_location="cpu"))
+            enc.projection.load_state_dict(load_torch_file(weights, "projection weights file", weights_only=True))
         return enc
 
     def settings(self) -> dict:

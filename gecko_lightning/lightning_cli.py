@@ -9,6 +9,7 @@ makes the `--key=value` arguments of a W&B sweep agent read as LightningCLI over
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from jsonargparse import set_parsing_settings
 from lightning import LightningDataModule
@@ -17,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 from gecko_lightning.errors import exit_on_user_error
 from gecko_lightning.module import GeckoModule
 from gecko_lightning.tracking import GeckoSaveConfig, Throughput
+from gecko_lightning.user_files import check_yaml, load_torch_file
 
 WANDB_LOGGER = "gecko_lightning.tracking.GeckoWandbLogger"
 # Group-valued keys (a class or a YAML file for a whole section) must come before the dotted
@@ -52,12 +54,27 @@ def _after_configs(argv: list[str]) -> int:
     return end
 
 
+def config_files(argv: list[str]) -> list[str]:
+    """The files of every `--config FILE`, `-c FILE` and `--config=FILE`, in order."""
+    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config", "-c")]
+    return files + [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+
+
 class GeckoCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The DataModule tokenizes in its workers with the encoder's own tokenizer.
         parser.link_arguments(
             ("model.model_name_or_path", "model.tokenizer"), "data.init_args.tokenizer", compute_fn=_tokenizer_for_data
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads `ckpt_path` right after parsing (for its hyper-parameters): check it first, so a
+        truncated file is one line naming it, not torch's zip error 20 frames down."""
+        command = self.config.get("subcommand")
+        ckpt_path = self.config[command].get("ckpt_path") if command else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            load_torch_file(ckpt_path, "Lightning checkpoint for --ckpt_path")
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         """Put W&B run folders under trainer.default_root_dir unless the logger names its own."""
@@ -78,6 +95,8 @@ def run_lightning_cli(argv: list[str]) -> GeckoCLI:
         sys.argv[1:], args = args, None
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     with exit_on_user_error(f"gecko {argv[0] if argv else 'fit'}"):
+        for path in config_files(argv):  # jsonargparse would print the YAML parser's whole trace
+            check_yaml(path)
         return GeckoCLI(
             GeckoModule,
             LightningDataModule,

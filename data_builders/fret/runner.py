@@ -22,7 +22,7 @@ from typing import Any
 from gecko_lightning.data.schema import (
     MANIFEST, Passage, Record, dataset_files, read_manifest, write_manifest, write_records,
 )
-from gecko_lightning.errors import UserError
+from gecko_lightning.errors import UserError, keep_on_os_error
 
 from .. import corpus
 from ..config import BuildConfig
@@ -134,10 +134,14 @@ def run_stages(cfg: BuildConfig, names: list[str]) -> dict[str, Any]:
     """Run `names` of STAGES for `cfg` exactly as given (no shard resolution, no reuse of a finished build)."""
     ctx = Context(cfg)
     (ctx.out / MANIFEST).unlink(missing_ok=True)  # the build is incomplete until export writes it again
+    # Stage files are written whole or not at all, and each batch of LLM calls is one cache transaction,
+    # so a full disk loses nothing finished: the same command resumes from there.
+    kept = f"finished stages are kept in {ctx.out / 'stages'} and finished LLM calls are cached in {ctx.cache.path}"
     try:
-        if any(s in LLM_STAGES for s in names):
-            ctx.llm()  # load + probe before any work, so a bad server fails at start-up
-        return {s: run_stage(ctx, s) for s in STAGES if s in names}
+        with keep_on_os_error(kept):
+            if any(s in LLM_STAGES for s in names):
+                ctx.llm()  # load + probe before any work, so a bad server fails at start-up
+            return {s: run_stage(ctx, s) for s in STAGES if s in names}
     finally:
         ctx.cache.close()
 

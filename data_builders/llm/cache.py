@@ -7,6 +7,7 @@ prompt version, the call kind and the exact input; changing any of them misses t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
@@ -18,6 +19,10 @@ from typing import Any
 from gecko_lightning.errors import UserError
 
 from .base import BackendError, CallFailed
+
+
+# SQLite's result codes for a full disk and a file it may not write, as the OS errors they are.
+SQLITE_OS_ERRORS = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_READONLY: errno.EACCES}
 
 
 def cache_key(model_id: str, prompt_version: str, kind: str, payload: Any) -> str:
@@ -46,6 +51,13 @@ class LLMCache:
         return UserError(f"LLM cache {self.path} is not a readable SQLite database ({e}); it is left as it is. "
                          f"Move it aside (mv {self.path} {self.path}.bad) to start an empty cache, or set cache.path")
 
+    def _failed(self, e: sqlite3.DatabaseError) -> Exception:
+        """A full disk or a read-only cache is an OSError naming the file (the stored calls are intact)."""
+        code = getattr(e, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+        if code in SQLITE_OS_ERRORS:
+            return OSError(SQLITE_OS_ERRORS[code], str(e), str(self.path))
+        return self._corrupt(e)
+
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for start in range(0, len(keys), 500):  # SQLite limits bound parameters per statement
@@ -67,10 +79,11 @@ class LLMCache:
                 self._db.executemany("INSERT OR REPLACE INTO calls (key, value) VALUES (?, ?)", rows)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite rolls back itself on a full disk; a second ROLLBACK would mask why
+                    self._db.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as e:
-            raise self._corrupt(e) from None
+            raise self._failed(e) from None
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]

@@ -302,8 +302,10 @@ def atomic_write(path: Path, write) -> None:
         # mkstemp makes the file 0600; give it the mode open() would, so others can read the shards.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            e.filename = str(path)  # a failed write names no file, or the temp one: the user knows `path`
         raise
 
 
