@@ -106,7 +106,11 @@ class LLMConfig:
     max_retries: int = 5
     """openai: retries of a call after a timeout, a connection error, malformed JSON or HTTP 408/409/429/5xx."""
     backoff_s: float = 1.0
-    """openai: the first retry waits this many seconds; each further retry waits twice as long."""
+    """openai: the first retry waits about this many seconds (jittered); each further retry about twice as long.
+    A 429 or 503 with `Retry-After` waits what the server asks instead."""
+    max_wait_s: float = 600.0
+    """openai: the most seconds one call spends waiting between its retries; a server that asks for longer
+    (Retry-After) fails the call now, and a re-run asks it again."""
     max_failures: int = 100
     """openai: calls that may still fail after `max_retries` in one stage before the build stops.
     Failed calls are not cached, counted in the manifest (`llm_failures`), and retried by a re-run."""

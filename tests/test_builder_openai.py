@@ -30,6 +30,7 @@ class FakeServer:
     def __init__(self, script=(), default="ok", logprobs=True, vllm=True, delay_s=0.0):
         self.script, self.default, self.logprobs, self.vllm, self.delay_s = list(script), default, logprobs, vllm, delay_s
         self.fail_if = lambda body: False  # answer 500 to every request this matches
+        self.limit = lambda: None  # -> (status, Retry-After value or None) refuses the request, else None
         self.requests: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -44,11 +45,14 @@ class FakeServer:
                 with server.lock:
                     server.requests.append(body)
                     action = server.script.pop(0) if server.script else server.default
+                    refused = server.limit()
                     if server.fail_if(body):
                         action = "500"
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
+                    if refused:
+                        return self._send(refused[0], b'{"error": "rate limited"}', refused[1])
                     time.sleep(server.delay_s)
                     if action == "timeout":
                         time.sleep(0.5)  # longer than the client's timeout
@@ -62,10 +66,12 @@ class FakeServer:
                     with server.lock:
                         server.in_flight -= 1
 
-            def _send(self, status, payload):
+            def _send(self, status, payload, retry_after=None):
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
+                    if retry_after is not None:
+                        self.send_header("Retry-After", retry_after)
                     self.end_headers()
                     self.wfile.write(payload)
                 except (BrokenPipeError, ConnectionResetError):

@@ -68,7 +68,7 @@ def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, start=1):
             try:
-                yield n, raw.decode("utf-8")
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")  # -sig: a Windows editor's BOM
             except UnicodeDecodeError as e:
                 raise UserError(f"{path}:{n}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8; "
                                 f"save the corpus as UTF-8") from None
@@ -93,8 +93,7 @@ def _jsonl_rows(path: Path) -> Rows:
 
 def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(last line, fields) per CSV record; a quoted field may span lines."""
-    lines = (line.removeprefix("\ufeff") if n == 1 else line for n, line in _utf8_lines(path))
-    reader = csv.reader(lines)
+    reader = csv.reader(line for _, line in _utf8_lines(path))
     while True:
         try:
             fields = next(reader)

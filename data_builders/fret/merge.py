@@ -32,7 +32,7 @@ TIMES = ("wall_s", "llm_load_s")  # summed: the work the shards did, whatever ra
 MARKER = ".merge-in-progress"
 # Where a shard ran and how it reached its LLM server, not what it computed: these may differ between shards.
 RUNTIME_KEYS = ("llm.base_url", "llm.api_key_env", "llm.concurrency", "llm.timeout_s", "llm.max_retries", "llm.backoff_s",
-                "llm.max_failures", "llm.fake_delay_s", "llm.device", "retrieve.device", "retrieve.index_dir", "cache.path")
+                "llm.max_wait_s", "llm.max_failures", "llm.fake_delay_s", "llm.device", "retrieve.device", "retrieve.index_dir", "cache.path")
 
 
 @dataclasses.dataclass

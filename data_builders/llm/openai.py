@@ -7,8 +7,9 @@ backends read, chat template and BOS included. QL reads the query's log-probs by
 (`logprob_token_ids`, vLLM) and falls back to the top-k elsewhere.
 
 One async client sends every call of a submission at once, at most `concurrency` in flight. Each call
-retries 429, 5xx, timeouts, connection errors and malformed JSON with exponential backoff, at most
-`max_retries` times. A call that still fails comes back as `CallFailed`: the stage skips and counts
+retries 429, 5xx, timeouts, connection errors and malformed JSON, at most `max_retries` times: after
+the server's `Retry-After` on a 429 or 503, else after a jittered exponential backoff, waiting at most
+`max_wait_s` in all (retry_after.py). A call that still fails comes back as `CallFailed`: the stage skips and counts
 it, it is not cached, and a re-run retries it. `retries` and `failures` count both for the manifest.
 """
 
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import LLMConfig
 from .base import LLM, BackendError, CallFailed, GenRequest
+from .retry_after import retry_delay
 from .tokens import PromptTokens, ScoringRow, cut_at_stop, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,23 @@ class OpenAILLM(LLM):
 
     # ---- transport
     async def _post(self, client: httpx.AsyncClient, gate: asyncio.Semaphore, path: str, body: dict[str, Any]) -> Any:
-        """POST with bounded retries: the parsed JSON, or `CallFailed` naming the last error."""
-        url, last = f"{self.base_url}{path}", ""
+        """POST with bounded retries: the parsed JSON, or `CallFailed` naming the last error.
+
+        A 429/503 waits what its Retry-After asks, anything else retried a jittered backoff; the waits of
+        one call stay within `max_wait_s` (retry_after.py)."""
+        url, last, waited, resp, tries = f"{self.base_url}{path}", "", 0.0, None, 0
         for attempt in range(self.cfg.max_retries + 1):
             if attempt:
+                delay, asked = retry_delay(getattr(resp, "status_code", None), getattr(resp, "headers", None),
+                                           self.cfg.backoff_s, attempt)
+                if waited + delay > self.cfg.max_wait_s:
+                    why = "Retry-After asks" if asked else "the next backoff is"
+                    last += f" ({why} {delay:.0f} s more, past llm.max_wait_s={self.cfg.max_wait_s:g})"
+                    break
                 self.counts["retries"] += 1
-                await asyncio.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
+                await asyncio.sleep(delay)
+                waited += delay
+            resp, tries = None, tries + 1
             try:
                 async with gate:
                     resp = await client.post(url, json={"model": self.cfg.model, **body})
@@ -90,7 +103,7 @@ class OpenAILLM(LLM):
                 return data
             last = f"no 'choices' in response: {str(data)[:200]}"
         self.counts["failures"] += 1
-        return CallFailed(f"{url} failed after {self.cfg.max_retries + 1} attempts; last error: {last}")
+        return CallFailed(f"{url} failed after {tries} attempts; last error: {last}")
 
     def _post_all(self, path: str, bodies: list[dict[str, Any]], desc: str) -> list[Any]:
         """Every body at once through one client; results in input order (JSON or `CallFailed`)."""

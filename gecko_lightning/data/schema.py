@@ -185,7 +185,8 @@ def decode_lines(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, str | Sch
             return
         n += 1
         try:
-            line: str | SchemaError = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+            # utf-8-sig drops the byte-order mark that Windows editors put at the start of a file.
+            line: str | SchemaError = raw.decode("utf-8-sig" if n == 1 else "utf-8").removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as e:
             line = SchemaError(
                 f"{path}:{n}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8 "

@@ -253,7 +253,7 @@ def read_labelled(path: Path) -> LabelSet:
     if path.suffix == ".jsonl":
         rows = [(r.get("text"), r.get("label", r.get("label_name"))) for r in _read_jsonl(path)]
     else:
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a Windows editor's BOM
             first = f.readline()
             f.seek(0)
             rows = [(r.get("text"), r.get("label") or r.get("label_name") or r.get("category"))
