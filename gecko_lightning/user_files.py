@@ -11,6 +11,7 @@ the file, what was expected, and the fix. Siblings: `errors.py` formats OS error
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,21 +56,23 @@ def _cut_short(path: Path, expected: str, error: BaseException) -> UserError:
 
 
 def load_torch_file(path: str | os.PathLike, expected: str = "PyTorch checkpoint", weights_only: bool = False) -> Any:
-    """`torch.load(path)` on CPU: a zip checkpoint through mmap (no tensor copied until used), else a legacy
-    pickle; a file that cannot be read is one UserError naming it and `expected`."""
+    """`torch.load(path)` on CPU, through mmap so no tensor is copied until used; a file that cannot be read
+    is one UserError naming it and `expected`."""
     import torch
 
     path = Path(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-    except RuntimeError as e:
-        if "mmap can only be used" not in str(e):  # not a legacy (non-zip) file: broken
-            raise _cut_short(path, expected, e) from None
-    except Exception as e:  # noqa: BLE001 - pickle, EOF and zip errors alike
-        raise _cut_short(path, expected, e) from None
-    try:
+    except Exception:  # noqa: BLE001 - a legacy (non-zip) file, or a broken one: mmap's reason is "Invalid argument"
+        pass
+    try:  # read in full: a legacy file loads, and a broken one fails with torch's own reason
         return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+    except OSError as e:  # torch took the cut-off zip for a legacy file and seeks past its end: EINVAL says nothing
+        if zipfile.is_zipfile(path):
+            raise _cut_short(path, expected, e) from None
+        raise _cut_short(path, expected, OSError(f"{path.stat().st_size} bytes and no zip directory at the end, "
+                                                 f"which torch.save writes last")) from None
+    except Exception as e:  # noqa: BLE001 - pickle, EOF and zip errors alike
         raise _cut_short(path, expected, e) from None
 
 

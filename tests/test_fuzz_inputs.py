@@ -138,6 +138,11 @@ def decoded(raw: bytes) -> str:
     return raw.removesuffix(b"\r").decode("utf-8")
 
 
+def file_lines(data: bytes) -> list[bytes]:
+    """A file's lines; a UTF-8 byte-order mark at its very start is no part of the text (utf-8-sig)."""
+    return data.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+
+
 def ref_passage(p) -> dict:
     p = {"text": p} if isinstance(p, str) else p
     if not isinstance(p, dict) or set(p) - {"text", "title"}:
@@ -172,7 +177,7 @@ def ref_record(raw: bytes) -> dict | None:
 def classify(data: bytes) -> tuple[list[dict], list[int]]:
     """(records in order, numbers of the bad lines) that the reference makes of a whole file."""
     good, bad = [], []
-    for n, raw in enumerate(data.split(b"\n"), start=1):
+    for n, raw in enumerate(file_lines(data), start=1):
         try:
             record = ref_record(raw)
         except (Invalid, ValueError):
@@ -267,7 +272,7 @@ def ref_grade(text: str) -> int:
 def ref_beir(folder: Path) -> tuple[dict, dict, dict]:
     def rows(name: str, fields: dict) -> dict:
         out = {}
-        for raw in (folder / name).read_bytes().split(b"\n"):
+        for raw in file_lines((folder / name).read_bytes()):
             text = decoded(raw)
             if not text.strip():
                 continue
@@ -291,7 +296,7 @@ def ref_beir(folder: Path) -> tuple[dict, dict, dict]:
     corpus = rows("corpus.jsonl", {"title": string("title", nullable=True), "text": string("text")})
     queries = {q: t for q, (t,) in rows("queries.jsonl", {"text": string("text")}).items()}
     qrels: dict[str, dict[str, int]] = {}
-    for n, raw in enumerate((folder / "qrels" / "test.tsv").read_bytes().split(b"\n"), start=1):
+    for n, raw in enumerate(file_lines((folder / "qrels" / "test.tsv").read_bytes()), start=1):
         text = decoded(raw)
         cols = text.split("\t")
         if not text.strip() or (n == 1 and cols[0] == "query-id"):
@@ -352,7 +357,7 @@ LAYOUTS = {"tsv": ("pairs.tsv", "\t"), "csv": ("pairs.csv", ","), "stsb": ("sts-
 
 
 def ref_sts(data: bytes, layout: str) -> tuple[list[str], list[str], list[float]]:
-    texts = [t for t in (decoded(raw) for raw in data.split(b"\n")) if t.strip()]
+    texts = [t for t in (decoded(raw) for raw in file_lines(data)) if t.strip()]
     if layout in ("tsv", "csv"):
         rows = [next(csv.reader([t], delimiter=LAYOUTS[layout][1])) for t in texts[1:]]
         if any(len(r) != 3 for r in rows):
@@ -433,7 +438,8 @@ def test_sts_loader_on_corrupted_files(case):
 def ref_corpus(data: bytes) -> tuple[list[dict], int | None]:
     """(passages, None) or (passages before the error, 1-based line of the first bad line)."""
     rows, seen = [], set()
-    for n, raw in enumerate(data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"), start=1):
+    lines = file_lines(data)
+    for n, raw in enumerate(lines[:-1] if data.endswith(b"\n") else lines, start=1):
         try:
             line = raw.decode("utf-8")
             if not line.strip():
