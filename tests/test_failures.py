@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_builders import corpus as corpus_module
+from data_builders.corpus import files as stage_files
 from gecko_lightning.cli import main
 from test_builder_openai import FakeServer
 
@@ -79,7 +79,7 @@ def reference(tmp_path_factory) -> Path:
 
 # ---- the disk fills up during `gecko build fret` ------------------------------------------------
 def full_disk_at(name: str, after_bytes: int, seen: dict):
-    """An `open` for data_builders.corpus whose writes to the temp file of stage file `name` fail with
+    """An `open` for data_builders.corpus.files (the stage files' writer) whose writes to the temp file of stage file `name` fail with
     ENOSPC once `after_bytes` are written, as a full disk does mid-file; `seen` records that moment."""
     real_open = open
 
@@ -107,7 +107,7 @@ def test_a_full_disk_stops_the_build_in_one_line_and_the_same_command_resumes_wi
         reference, tmp_path, capsys, monkeypatch):
     out = tmp_path / "x"
     seen: dict = {}
-    monkeypatch.setattr(corpus_module, "open", full_disk_at("rerank.jsonl", 4096, seen), raising=False)
+    monkeypatch.setattr(stage_files, "open", full_disk_at("rerank.jsonl", 4096, seen), raising=False)
     line = one_line(*gecko(capsys, "build", "fret", "--config", FAKE, "--output_dir", out))
     assert line == (f"gecko build: error: no space left on device writing {out}/stages/rerank.jsonl; finished stages "
                     f"are kept in {out}/stages and finished LLM calls are cached in {out}/llm_cache.sqlite: "
@@ -149,7 +149,7 @@ def test_quota_read_only_and_permission_errors_are_one_line_naming_the_file(refe
             raise OSError(code, "injected", str(path))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(corpus_module, "open", refuse, raising=False)
+    monkeypatch.setattr(stage_files, "open", refuse, raising=False)
     line = one_line(*gecko(capsys, "build", "fret", "--config", FAKE, "--output_dir", out))
     kept = f"finished stages are kept in {out}/stages and finished LLM calls are cached in {out}/llm_cache.sqlite"
     assert line == "gecko build: error: " + message.format(f=f"{out}/stages/corpus.jsonl", kept=kept)
@@ -158,7 +158,7 @@ def test_quota_read_only_and_permission_errors_are_one_line_naming_the_file(refe
 
 
 def test_a_full_disk_under_the_llm_cache_is_not_called_a_corrupt_cache(tmp_path):
-    from data_builders.cache import LLMCache
+    from data_builders.llm.cache import LLMCache
 
     cache = LLMCache(tmp_path / "c.sqlite")
     cache.put_many({"a": 1})
@@ -316,7 +316,7 @@ def test_a_rate_limited_server_is_waited_out_and_the_build_finishes(bos_tokenize
 def test_a_wait_past_max_wait_s_fails_the_call_at_once(bos_tokenizer_dir):
     from data_builders.config import LLMConfig
     from data_builders.llm import CallFailed, GenRequest
-    from data_builders.openai_backend import OpenAILLM
+    from data_builders.llm.openai import OpenAILLM
 
     server = FakeServer()
     server.limit = lambda: (429, "3600")
@@ -333,7 +333,7 @@ def test_a_wait_past_max_wait_s_fails_the_call_at_once(bos_tokenizer_dir):
 
 
 def test_retry_after_reads_seconds_and_http_dates_and_backoff_is_jittered():
-    from data_builders.retry_after import backoff_s, parse_retry_after, retry_delay
+    from data_builders.llm.retry_after import backoff_s, parse_retry_after, retry_delay
 
     now = 1_800_000_000.0
     assert parse_retry_after("7", now) == 7.0
