@@ -136,11 +136,12 @@ def _load_backbone(name_or_path: str, random_init: bool, attn_implementation: st
     config = AutoConfig.from_pretrained(name_or_path, **kwargs)
     cls = backbone_class(config)
     attn = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    folder = Path(name_or_path, kwargs.get("subfolder") or "")
+    if not random_init and folder.is_dir():  # a truncated or missing weight file: one line naming it
+        check_weights_folder(folder)
     try:
         if random_init:  # a config-only folder: tests and tiny runs never download weights
             return cls.from_config(config, **attn)
-        if Path(name_or_path).is_dir():  # a truncated or missing weight file: one line naming it
-            check_weights_folder(name_or_path)
         return cls.from_pretrained(name_or_path, config=config, **attn, **kwargs)
     except (ValueError, ImportError) as e:
         if not attn:

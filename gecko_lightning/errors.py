@@ -21,7 +21,7 @@ from contextlib import contextmanager
 # errno -> (what happened, what to do); these are the user's to fix, so they never print a traceback.
 OS_ERRORS = {
     errno.ENOSPC: ("no space left on device writing", "free space and run the same command again"),
-    errno.EDQUOT: ("disk quota exceeded writing", "free space within the quota and run the same command again"),
+    getattr(errno, "EDQUOT", 122): ("disk quota exceeded writing", "free space within the quota and run the same command again"),
     errno.EROFS: ("read-only file system: cannot write", "write to another folder or remount it read-write"),
     errno.EACCES: ("permission denied on", "fix its permissions or use another folder, then run the same command again"),
 }
@@ -55,12 +55,12 @@ def os_error_message(error: OSError) -> str:
 
 
 @contextmanager
-def keep_on_os_error(kept: str) -> Iterator[None]:
-    """Say what was kept when an OSError of OS_ERRORS ends the block (the innermost block wins)."""
+def keep_on_os_error(kept: str | None) -> Iterator[None]:
+    """Say what was kept when an OSError of OS_ERRORS ends the block (the innermost block wins; None: nothing to say)."""
     try:
         yield
     except OSError as e:
-        if is_os_user_error(e) and not hasattr(e, KEPT):
+        if kept and is_os_user_error(e) and not hasattr(e, KEPT):
             setattr(e, KEPT, kept)
         raise
 

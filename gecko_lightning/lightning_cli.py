@@ -15,7 +15,7 @@ from jsonargparse import set_parsing_settings
 from lightning import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
-from gecko_lightning.errors import exit_on_user_error
+from gecko_lightning.errors import exit_on_user_error, keep_on_os_error
 from gecko_lightning.module import GeckoModule
 from gecko_lightning.tracking import GeckoSaveConfig, Throughput
 from gecko_lightning.user_files import check_yaml, load_torch_file
@@ -24,6 +24,7 @@ WANDB_LOGGER = "gecko_lightning.tracking.GeckoWandbLogger"
 # Group-valued keys (a class or a YAML file for a whole section) must come before the dotted
 # overrides of the same section, or they would reset them; W&B passes its args in any order.
 _GROUP_KEYS = ("--data", "--model", "--trainer", "--trainer.logger")
+FIT_KEPT = "checkpoints saved before it are whole (add --ckpt_path with the last one to resume from it)"
 
 
 def _tokenizer_for_data(model_name_or_path: str, tokenizer: str | None) -> str:
@@ -94,7 +95,10 @@ def run_lightning_cli(argv: list[str]) -> GeckoCLI:
     if argv == sys.argv[1:]:
         sys.argv[1:], args = args, None
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    with exit_on_user_error(f"gecko {argv[0] if argv else 'fit'}"):
+    # Lightning writes each checkpoint to a temp file and renames it (fsspec transaction), so a full disk
+    # never leaves half of one under its name.
+    kept = FIT_KEPT if argv and argv[0] == "fit" else None
+    with exit_on_user_error(f"gecko {argv[0] if argv else 'fit'}"), keep_on_os_error(kept):
         for path in config_files(argv):  # jsonargparse would print the YAML parser's whole trace
             check_yaml(path)
         return GeckoCLI(

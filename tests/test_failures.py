@@ -157,6 +157,24 @@ def test_quota_read_only_and_permission_errors_are_one_line_naming_the_file(refe
     assert files(out) == {p: b for p, b in files(reference).items() if p != "manifest.json"}
 
 
+def test_a_full_disk_during_fit_names_the_file_and_the_checkpoints_kept_and_other_os_errors_stay_tracebacks(capsys, monkeypatch):
+    from gecko_lightning import lightning_cli
+
+    def fail(code):
+        def cli(*args, **kwargs):
+            raise OSError(code, "injected", "outputs/run/checkpoints/last.ckpt")
+        return cli
+
+    monkeypatch.setattr(lightning_cli, "GeckoCLI", fail(errno.ENOSPC))
+    line = one_line(*gecko(capsys, "fit", "--config", "configs/tiny.yaml"))
+    assert line == ("gecko fit: error: no space left on device writing outputs/run/checkpoints/last.ckpt; checkpoints saved "
+                    "before it are whole (add --ckpt_path with the last one to resume from it): free space and run the same "
+                    "command again")
+    monkeypatch.setattr(lightning_cli, "GeckoCLI", fail(errno.EIO))  # not the user's to fix: a traceback
+    with pytest.raises(OSError, match="injected"):
+        main(["fit", "--config", "configs/tiny.yaml"])
+
+
 def test_a_full_disk_under_the_llm_cache_is_not_called_a_corrupt_cache(tmp_path):
     from data_builders.llm.cache import LLMCache
 
