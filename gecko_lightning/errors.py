@@ -77,6 +77,14 @@ def find_user_error(error: BaseException | None) -> BaseException | None:
     return None
 
 
+def _close_progress_bars() -> None:
+    """A tqdm bar left open by the failed stage ends with a carriage return, not a newline: the message
+    would land on the bar's line and be overwritten when the bar closes later. Close them first."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 @contextmanager
 def exit_on_user_error(prog: str) -> Iterator[None]:
     """Print `prog: error: <message>` and exit 2 on a UserError or an OS_ERRORS OSError; anything else
@@ -88,5 +96,6 @@ def exit_on_user_error(prog: str) -> Iterator[None]:
         if error is None or debug():
             raise
         message = os_error_message(error) if isinstance(error, OSError) and not isinstance(error, UserError) else str(error)
+        _close_progress_bars()
         print(f"{prog}: error: " + " ".join(message.splitlines()), file=sys.stderr)
         raise SystemExit(2) from None
