@@ -209,6 +209,7 @@ def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
         "truncated_passages": gen.get("truncated_passages"),
         "empty_passages_skipped": gen.get("empty_passages_skipped", 0),
         "empty_passages_first": gen.get("empty_passages_first", []),
+        **({"documents": gen["documents"]} if "documents" in gen else {}),
         "round_trip": per_stage.get("retrieve", {}).get("round_trip"),
         "shard": gen.get("shard"),
         "models": models,
