@@ -8,6 +8,7 @@ test writes, and the embedder's tokenizer called directly.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -38,8 +39,13 @@ def _read(path, report=None, **kw) -> list[dict]:
     return load_corpus(CorpusConfig(path=str(path), **kw), tokenizer=TOKENIZER, report=report)
 
 
+@functools.cache
+def _tokenizer():
+    return AutoTokenizer.from_pretrained(TOKENIZER)
+
+
 def _count(text: str) -> int:
-    return len(AutoTokenizer.from_pretrained(TOKENIZER)(text, add_special_tokens=False)["input_ids"])
+    return len(_tokenizer()(text, add_special_tokens=False)["input_ids"])
 
 
 @pytest.fixture(scope="module")

@@ -65,8 +65,14 @@ def _is_glob(path: str) -> bool:
     return any(c in path for c in GLOB_CHARS) and not Path(path).expanduser().exists()
 
 
+def _visible(root: Path, pattern: str) -> dict[str, Path]:
+    """Relative posix path -> file, for the files `pattern` matches under `root`, hidden ones (`.git`) left out."""
+    found = {f.relative_to(root).as_posix(): f for f in root.glob(pattern) if f.is_file()}
+    return {rel: f for rel, f in found.items() if not any(part.startswith(".") for part in rel.split("/"))}
+
+
 def _holds_data_files(folder: Path) -> bool:
-    names = (f.name.lower() for f in folder.rglob("*") if f.is_file())
+    names = (rel.rsplit("/", 1)[-1].lower() for rel in _visible(folder, "**/*"))
     return any(n.removesuffix(z).endswith(DATA_SUFFIXES) for n in names for z in COMPRESSED)
 
 
@@ -106,8 +112,8 @@ def list_documents(cfg: CorpusConfig) -> Listing:
     listing = Listing(root)
     include = _globbed(root, cfg.include) if cfg.include else None
     exclude = _globbed(root, cfg.exclude)
-    found = {f.relative_to(root).as_posix(): f for f in root.glob(pattern) if f.is_file()}
-    for rel in sorted(r for r in found if not any(part.startswith(".") for part in r.split("/"))):
+    found = _visible(root, pattern)
+    for rel in sorted(found):
         path = found[rel]
         if path.suffix.lower() not in FORMATS:
             listing.skipped["unsupported_extension"] += 1
