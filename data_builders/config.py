@@ -33,7 +33,9 @@ class CorpusConfig:
 
     path: str = "configs/assets/tiny_corpus/corpus.jsonl"
     """A JSONL, Parquet or CSV file with `_id` (or `id`), `title`, `text` (see `columns`); a local folder in
-    the Hugging Face dataset layout; or a Hub dataset name (streamed; read from the local cache offline)."""
+    the Hugging Face dataset layout; a Hub dataset name (streamed; read from the local cache offline); or a
+    folder or glob (`docs/**/*.md`) of .txt, .md, .html and .pdf documents, cut into passages (`chunk_tokens`).
+    A folder is read as documents unless it holds data files (.parquet, .jsonl, .json, .csv, .tsv, .arrow)."""
     config: str | None = None
     """Hub dataset configuration name (BEIR/mteb corpora live in the `corpus` config)."""
     split: str = "train"
@@ -48,6 +50,24 @@ class CorpusConfig:
     """Seeds the seed sampling, the few-shot rotation and `negative: random`."""
     max_passage_tokens: int = 256
     """Passages longer than this (LLM tokens; words for the fake/openai backends) are truncated."""
+    include: list[str] | str = field(default_factory=list)
+    """Documents: read only files matching this glob (or one of a list), relative to the folder: `**/*.md`, `guide/**`."""
+    exclude: list[str] | str = field(default_factory=list)
+    """Documents: leave out files matching this glob (or one of a list), relative to the folder: `**/CHANGELOG.md`."""
+    chunk_tokens: int = 200
+    """Documents: the most tokens of a passage's text, counted by `retrieve.embedder`'s tokenizer. 200 leaves
+    room under `retrieve.max_length` (256) for the title (heading path) and special tokens, so the
+    embedder sees each passage whole; lower it with `retrieve.max_length` (e.g. 100 for 128)."""
+    chunk_overlap: int = 0
+    """Documents: tokens a passage shares with the one before it. 0: an overlapping neighbour of the seed
+    would hold part of the answer and make a false hard negative."""
+    near_duplicates: bool = False
+    """Documents: also drop passages whose text nearly repeats an earlier one (MinHash, `datasketch`), such as
+    boilerplate footers and disclaimers; exact repeats are always dropped. Both are counted in the manifest."""
+    near_duplicate_threshold: float = 0.8
+    """Documents: estimated Jaccard similarity of word 3-grams from which `near_duplicates` drops a passage."""
+    on_error: Literal["skip", "raise"] = "skip"
+    """Documents: skip (and list in the manifest) a file that cannot be decoded or parsed, or raise an error."""
 
 
 @dataclass

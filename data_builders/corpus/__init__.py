@@ -1,7 +1,8 @@
 """The corpus: reading every source, sampling seeds, fingerprints, and the JSONL files stages share.
 
 Lives here: `sources` (local JSONL/Parquet/CSV files, Hub names and Hub-layout folders, validated
-row by row), `seeds` (seed sampling, truncation, balanced block ranges), `fingerprint` (sha256 of a
+row by row), `documents` and `chunking` (a folder or glob of .txt/.md/.html/.pdf files, extracted and
+cut into passages by the embedder's tokenizer), `seeds` (seed sampling, truncation, balanced block ranges), `fingerprint` (sha256 of a
 corpus or a file, as manifests record them) and `files` (atomic JSON/JSONL writes).
 May import: `data_builders.config` and `gecko_lightning`; never `llm`, `index`, `fret` or the commands.
 """

@@ -10,6 +10,7 @@ from typing import Any
 from gecko_lightning.paths import resolve_path
 
 from ..config import CorpusConfig
+from .documents import list_documents, reads_documents
 
 
 def update_from_file(digest: Any, path: Path) -> None:
@@ -22,10 +23,13 @@ def update_from_file(digest: Any, path: Path) -> None:
 def corpus_fingerprint(cfg: CorpusConfig) -> str | None:
     """What a build manifest records to tell whether the corpus changed since.
 
+    A folder or glob of documents: a sha256 over the chunk settings and the files it reads.
     A file: its sha256. A Hub-layout folder: a sha256 over its files (relative paths and bytes, hidden
     ones such as .git left out) and the config, split and column map that pick rows from them. A Hub
     name: the revision `main` resolved to in the local Hub cache, or None when the cache can't tell.
     """
+    if reads_documents(cfg):
+        return _documents_fingerprint(cfg)
     path = Path(resolve_path(cfg.path)).expanduser()
     if path.is_file():
         digest = hashlib.sha256()
@@ -39,6 +43,16 @@ def corpus_fingerprint(cfg: CorpusConfig) -> str | None:
             update_from_file(digest, files[rel])
         return digest.hexdigest()
     return _hub_revision(cfg.path)
+
+
+def _documents_fingerprint(cfg: CorpusConfig) -> str:
+    """A sha256 over the chunk settings and the files a documents corpus reads (relative paths and bytes)."""
+    keys = ("include", "exclude", "chunk_tokens", "chunk_overlap", "near_duplicates", "near_duplicate_threshold")
+    digest = hashlib.sha256(json.dumps(["documents", *(getattr(cfg, k) for k in keys)]).encode())
+    for rel, path in list_documents(cfg).files:
+        digest.update(f"\0{rel}\0{path.stat().st_size}\0".encode())
+        update_from_file(digest, path)
+    return digest.hexdigest()
 
 
 def _hub_revision(name: str) -> str | None:

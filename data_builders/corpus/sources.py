@@ -1,7 +1,7 @@
 """Corpus reading: every source a build can name, row by row through one validation path.
 
-`load_corpus` reads a local JSONL, Parquet or CSV file, a Hub dataset name, or a local folder in the
-Hub layout (streamed by `datasets`).
+`load_corpus` reads a local JSONL, Parquet or CSV file, a Hub dataset name, a local folder in the
+Hub layout (streamed by `datasets`), or a folder or glob of documents (chunking.py cuts them into passages).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from gecko_lightning.errors import MissingPathError, UserError
 from gecko_lightning.paths import resolve_path
 
 from ..config import CorpusConfig
+from .chunking import document_passages
+from .documents import reads_documents
 
 
 def _reject_constant(name: str) -> None:
@@ -204,16 +206,25 @@ def _raw_rows(cfg: CorpusConfig, columns: dict[str, tuple[str, ...]]) -> tuple[l
     return None, _jsonl_rows(path)
 
 
-def load_corpus(cfg: CorpusConfig, skipped: list[str] | None = None) -> list[dict[str, Any]]:
+def load_corpus(cfg: CorpusConfig, skipped: list[str] | None = None, tokenizer: str | None = None,
+                report: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows `{"id", "title", "text"}` in corpus order, the first `cfg.limit` of them.
 
     Every source (JSONL, Parquet, CSV, a Hub dataset or a local folder in the Hub layout) is read
     row by row and stops at `limit`; `cfg.columns` names the corpus's own columns. A passage whose
     text is empty or blank is skipped and its location goes into `skipped` (when given), so the
     caller can count and report it. Anything else malformed is an error naming its row.
+
+    A folder or glob of documents is cut into passages by `tokenizer` (the embedder's, which the
+    caller names: this layer does not know the build's other sections); `report` then receives the
+    counts the manifest records (chunking.py).
     """
     if cfg.limit is not None and (isinstance(cfg.limit, bool) or not isinstance(cfg.limit, int) or cfg.limit < 1):
         raise UserError(f"corpus.limit must be a positive integer or null, got {cfg.limit!r}")
+    if reads_documents(cfg):
+        if tokenizer is None:
+            raise ValueError("a documents corpus is cut by the embedder's tokenizer: pass tokenizer=retrieve.embedder")
+        return document_passages(cfg, tokenizer, report)[: cfg.limit]
     columns = _column_map(cfg)
     names, source = _raw_rows(cfg, columns)
     if names is not None:  # Parquet, CSV and most Hub datasets declare their columns up front

@@ -74,6 +74,14 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k != "output_dir"}
 
 
+def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with the keys added to `BuildConfig` since it was written, at their defaults:
+    a new key left at its default builds what the old manifest describes."""
+    defaults = BuildConfig().to_dict()
+    return {k: {**defaults[k], **v} if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
+            for k, v in {**defaults, **config}.items()}
+
+
 def finished_build(cfg: BuildConfig) -> dict[str, Any] | None:
     """The manifest of a complete build of exactly this config and corpus in `cfg.output_dir`, else None.
 
@@ -86,7 +94,7 @@ def finished_build(cfg: BuildConfig) -> dict[str, Any] | None:
         manifest = read_manifest(out)
     except (ValueError, OSError):  # unreadable or another schema version: rebuild
         return None
-    if not manifest or _comparable(manifest.get("config", {})) != _comparable(cfg.to_dict()):
+    if not manifest or _comparable(_with_defaults(manifest.get("config", {}))) != _comparable(cfg.to_dict()):
         return None
     if manifest.get("corpus_sha256") != corpus_fingerprint(cfg):
         return None
@@ -213,6 +221,7 @@ def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
         "truncated_passages": gen.get("truncated_passages"),
         "empty_passages_skipped": gen.get("empty_passages_skipped", 0),
         "empty_passages_first": gen.get("empty_passages_first", []),
+        **({"documents": gen["documents"]} if "documents" in gen else {}),
         "round_trip": per_stage.get("retrieve", {}).get("round_trip"),
         "shard": gen.get("shard"),
         "models": models,

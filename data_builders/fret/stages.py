@@ -63,12 +63,14 @@ def passage_truncator(cfg: LLMConfig):
 def prepared_corpus(cfg: BuildConfig, truncate) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The corpus as every stage sees it: read, empty passages skipped, cut to `corpus.max_passage_tokens`."""
     empty: list[str] = []
-    corpus = load_corpus(cfg.corpus, skipped=empty)
+    documents: dict[str, Any] = {}  # filled only when corpus.path is a folder or glob of documents
+    corpus = load_corpus(cfg.corpus, skipped=empty, tokenizer=cfg.retrieve.embedder, report=documents)
     if empty:
         log.warning("skipped %d corpus passage(s) with empty text, e.g. %s", len(empty), ", ".join(empty[:5]))
     truncated = truncate_corpus(corpus, cfg.corpus.max_passage_tokens, truncate)
     return corpus, {"corpus_passages": len(corpus), "empty_passages_skipped": len(empty),
-                    "empty_passages_first": empty[:5], "truncated_passages": truncated}
+                    "empty_passages_first": empty[:5], "truncated_passages": truncated,
+                    **({"documents": documents} if documents else {})}
 
 
 def generate(ctx: Context) -> dict[str, Any]:

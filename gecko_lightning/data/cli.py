@@ -1,17 +1,21 @@
-"""`gecko data validate|convert`: check a schema dataset, or turn a public dataset into one.
+"""`gecko data validate|convert|chunk`: check a schema dataset, turn a public dataset into one, or cut
+a folder of documents into the passages a FRet build reads.
 
     gecko data validate DATA [DATA ...]
     gecko data convert snli --source ../shared/data/snli_senteval --split dev --out data/snli
     gecko data convert classification --source ../shared/data/banking77/train.csv \\
         --text-column text --label-column category --task "Classify the intent of a banking query" --out data/b77
     gecko data convert beir --source ../shared/data/scifact --split train --out data/scifact
+    gecko data chunk docs/ --out passages.jsonl [--config configs/data/x.yaml] [--corpus.chunk_tokens=200]
 
-`convert` without --source reads the converter's Hub dataset (online).
+`convert` without --source reads the converter's Hub dataset (online). `chunk` takes every build
+config key (`gecko data chunk --help`); it is data_builders.chunk, dispatched by module name.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections import Counter
 from itertools import islice
@@ -118,6 +122,9 @@ def convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "chunk":  # reads a build config: the builder's command, by module name
+        return importlib.import_module("data_builders.chunk").main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="gecko data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -125,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     v = sub.add_parser("validate", help="check schema datasets without training")
     v.add_argument("paths", nargs="+", help="record files or dataset folders")
     _convert_parser(sub)
+    sub.add_parser("chunk", help="cut a folder of .txt, .md, .html and .pdf files into passages (JSONL) as a FRet "
+                                 "build reads them (gecko data chunk --help)")
     args = parser.parse_args(argv)
     if args.command == "validate":
         return max(validate(p) for p in args.paths)
