@@ -192,6 +192,14 @@ class RerankConfig:
     """separate: the relevance-classification prompt."""
     joint_prompt: str = "qlrc-v1"
     """joint: the prompt that yields QL and RC from one forward pass."""
+    group_by_passage: bool = True
+    """vllm/openai (and fake): score the pairs of up to `group_window` queries passage by passage (RC
+    prompts of separate mode query by query), so pairs that share a prompt prefix reach the engine
+    together and its prefix cache prefills that prefix once. Scores and records are the same either way;
+    false: one submission per `llm.submit_size` pairs in query order. transformers: no effect."""
+    group_window: int = 20_000
+    """Queries whose pairs are grouped together: a passage shares its prefix only with the pairs of its
+    window, so larger shares more, and holds more pairs (about 100 bytes each) in memory."""
 
 
 @dataclass
