@@ -197,9 +197,11 @@ class RerankConfig:
     prompts of separate mode query by query), so pairs that share a prompt prefix reach the engine
     together and its prefix cache prefills that prefix once. Scores and records are the same either way;
     false: one submission per `llm.submit_size` pairs in query order. transformers: no effect."""
-    group_window: int = 20_000
-    """Queries whose pairs are grouped together: a passage shares its prefix only with the pairs of its
-    window, so larger shares more, and holds more pairs (about 100 bytes each) in memory."""
+    group_window: int = 500_000
+    """Queries whose pairs are grouped together. A passage shares its prefix only with the pairs of its
+    window: with seeds about as many as passages, a window of W queries holds about 20 W / corpus size
+    of a passage's candidacies (docs/scaling.md), so larger shares more, and holds more pairs (a few
+    hundred bytes each, on top of the retrieve rows) in memory."""
 
 
 @dataclass
