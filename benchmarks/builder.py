@@ -10,6 +10,10 @@ Run it where vLLM is importable (`make test-vllm` builds `.venv-vllm`):
 
     .venv-vllm/bin/python benchmarks/builder.py --config configs/data/fret_scifact_demo.yaml
     .venv-vllm/bin/python benchmarks/builder.py --engines transformers,vllm --set corpus.num_seeds=80
+
+`ENGINE:query-order` runs ENGINE with `rerank.group_by_passage: false` (re-ranking in query order, as
+before the passage-grouped schedule), so `--engines vllm,vllm:query-order` compares the two. An
+engine that cannot start here (vLLM not installed, no server) is reported as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -91,16 +95,27 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for engine in args.engines.split(","):
-        cfg = load_config(args.config, {**overrides, "llm.backend": engine, "output_dir": str(out / engine)})
-        rows.append(run_engine(engine, cfg, out))
+    rows, skipped = [], []
+    for spec in args.engines.split(","):
+        engine, _, order = spec.partition(":")
+        sets = {**overrides, "llm.backend": engine, "output_dir": str(out / spec.replace(":", "-"))}
+        if order:
+            sets["rerank.group_by_passage"] = order != "query-order"
+        try:
+            rows.append({**run_engine(engine, load_config(args.config, sets), out), "engine": spec})
+        except Exception as e:  # noqa: BLE001 - one engine that cannot run must not cost the others' figures
+            skipped.append({"engine": spec, "skipped": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]})
+            print(json.dumps(skipped[-1]), flush=True)
+            continue
         print(json.dumps(rows[-1]), flush=True)
+    if not rows:
+        raise SystemExit(f"no engine ran: {skipped}")
     cpu = platform.processor() or platform.machine()
     print(f"\n{args.config}, {overrides or 'no overrides'}; {os.cpu_count()} cores ({cpu}), "
           f"avx512f={'avx512f' in Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').is_file() else '?'}\n")
     print(table(rows))
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "results.json").write_text(json.dumps(rows + skipped, indent=1) + "\n")
+    (out / "builder.md").write_text(table(rows) + "".join(f"\n\n{r['engine']}: skipped, {r['skipped']}" for r in skipped) + "\n")
 
 
 if __name__ == "__main__":

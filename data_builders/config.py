@@ -216,6 +216,16 @@ class RerankConfig:
     """separate: the relevance-classification prompt."""
     joint_prompt: str = "qlrc-v1"
     """joint: the prompt that yields QL and RC from one forward pass."""
+    group_by_passage: bool = True
+    """vllm/openai (and fake): score the pairs of up to `group_window` queries passage by passage (RC
+    prompts of separate mode query by query), so pairs that share a prompt prefix reach the engine
+    together and its prefix cache prefills that prefix once. Scores and records are the same either way;
+    false: one submission per `llm.submit_size` pairs in query order. transformers: no effect."""
+    group_window: int = 500_000
+    """Queries whose pairs are grouped together. A passage shares its prefix only with the pairs of its
+    window: with seeds about as many as passages, a window of W queries holds about 20 W / corpus size
+    of a passage's candidacies (docs/scaling.md), so larger shares more, and holds more pairs (a few
+    hundred bytes each, on top of the retrieve rows) in memory."""
 
 
 @dataclass

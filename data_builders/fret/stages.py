@@ -190,7 +190,9 @@ def rerank(ctx: Context) -> dict[str, Any]:
     bar = tqdm(total=len(rows), desc="rerank", unit="query")
     for start in range(0, len(rows), per_chunk):
         chunk = rows[start : start + per_chunk]
-        pairs = [(row, passage_text(by_id[c]["title"], by_id[c]["text"])) for row in chunk for c in row["candidates"]]
+        # One string per passage, however many of the chunk's queries it is a candidate of.
+        texts = {c: passage_text(by_id[c]["title"], by_id[c]["text"]) for row in chunk for c in row["candidates"]}
+        pairs = [(row, texts[c]) for row in chunk for c in row["candidates"]]
         scores = score_pairs(ctx, llm, prompts, pairs)
         at = 0
         for row in chunk:
@@ -217,20 +219,60 @@ def rerank_prompts(ctx: Context) -> dict[str, Any]:
     return prompts
 
 
+def grouped(ctx: Context) -> bool:
+    """`rerank.group_by_passage`, on every engine but in-process transformers: its padded batches would
+    change with the order (and so would the floats), and it has no prefix cache to share."""
+    return ctx.cfg.rerank.group_by_passage and ctx.cfg.llm.backend != "transformers"
+
+
 def rerank_chunk(ctx: Context) -> int:
-    """Queries whose pairs go to the backend at once (one query at a time in-process: 0 // n -> 1)."""
+    """Queries whose pairs are scored together. Grouped: `rerank.group_window`, since a passage shares its
+    prefix only within the chunk. Else the queries whose pairs fill one submission (in-process: 0 // n -> 1)."""
+    if grouped(ctx):
+        return max(1, ctx.cfg.rerank.group_window)
     return max(1, _submission(ctx, 0) // max(1, ctx.cfg.retrieve.top_n))
 
 
 def score_pairs(ctx: Context, llm, prompts: dict[str, Any], pairs: list[tuple[dict[str, Any], str]]) -> list[tuple]:
     """(QL, RC) per (row with `task` and `query`, passage text) pair, through the cache (stage `rerank`).
 
-    A score the backend could not get is `CallFailed`. `gecko eval rerank` scores BEIR pairs with
-    this same function, so its calls share the build's cache keys.
+    Grouped (`grouped`), prompts that start with the passage (QL, joint) go to the engine passage by
+    passage and RC prompts (which start with the query) query by query, `llm.submit_size` at a time;
+    every result is put back at its pair's index. A score the backend could not get is `CallFailed`.
+    `gecko eval rerank` scores BEIR pairs with this same function, so its calls share the build's cache keys.
     """
     if "qlrc" in prompts:
-        return _joint_scores(ctx, llm, prompts["qlrc"], pairs)
-    return list(zip(_ql_scores(ctx, llm, prompts["ql"], pairs), _rc_scores(ctx, llm, prompts["rc"], pairs)))
+        return _scheduled(ctx, pairs, _passage, lambda sub: _joint_scores(ctx, llm, prompts["qlrc"], sub))
+    ql = _scheduled(ctx, pairs, _passage, lambda sub: _ql_scores(ctx, llm, prompts["ql"], sub))
+    rc = _scheduled(ctx, pairs, _query, lambda sub: _rc_scores(ctx, llm, prompts["rc"], sub))
+    return list(zip(ql, rc))
+
+
+def _passage(pair: tuple[dict[str, Any], str]) -> Any:
+    return pair[1]
+
+
+def _query(pair: tuple[dict[str, Any], str]) -> Any:
+    return pair[0]["task"], pair[0]["query"]
+
+
+def prefix_order(pairs: list, key) -> list[int]:
+    """Pair indices with equal `key(pair)` adjacent: groups in order of first appearance, each in input order."""
+    first: dict[Any, int] = {}
+    group = [first.setdefault(key(pair), len(first)) for pair in pairs]
+    return sorted(range(len(pairs)), key=lambda i: (group[i], i))
+
+
+def _scheduled(ctx: Context, pairs: list, key, score) -> list:
+    """`score(pairs)`, or when grouped `score` over `prefix_order` submissions, results back in input order."""
+    if not grouped(ctx):
+        return score(pairs)
+    order, size, out = prefix_order(pairs, key), max(1, ctx.cfg.llm.submit_size), [None] * len(pairs)
+    for start in range(0, len(order), size):
+        idx = order[start : start + size]
+        for i, value in zip(idx, score([pairs[i] for i in idx]), strict=True):
+            out[i] = value
+    return out
 
 
 def _ql_scores(ctx, llm, prompt, pairs) -> list:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,23 @@ def _memory_fraction(cfg: LLMConfig) -> float:
     return round(max(0.05, min(0.9, 0.9 * mem.available / mem.total)), 3)
 
 
+def _ql(o: Any, row: ScoringRow) -> float | None:
+    """Mean log-prob of the query tokens, or None where a query position came from the prefix cache.
+
+    vLLM fills `prompt_logprobs[j]` only for tokens j after the `num_cached_tokens` it read from the
+    cache; the other entries hold whatever the buffer held, so they are neither read nor trusted.
+    """
+    if (o.num_cached_tokens or 0) >= row.start:
+        return None
+    picked = []
+    for j in range(row.start, row.start + row.length):
+        hit = (o.prompt_logprobs[j] or {}).get(row.ids[j])
+        if hit is None:
+            return None
+        picked.append(hit.logprob)
+    return sum(picked) / len(picked)
+
+
 class VLLMLLM(LLM):
     def __init__(self, cfg: LLMConfig, seed: int = 0) -> None:
         try:
@@ -97,6 +115,11 @@ class VLLMLLM(LLM):
         self.engine = vllm.LLM(**kwargs)
         self._sampling = vllm.SamplingParams
         self._tokens_prompt = vllm.TokensPrompt
+        # False: vLLM's default for prompt log-probs, no prefix-cache reads (older vLLMs lack the switch).
+        self.read_cache = cfg.enable_prefix_caching and "skip_reading_prefix_cache" in getattr(
+            vllm.SamplingParams, "__struct_fields__", ())
+        self.cache_stats: Counter = Counter()
+        """Prompt tokens sent, tokens vLLM took from its prefix cache, QL requests recomputed uncached."""
         init = f"random-init-seed{seed}" if cfg.random_init else "pretrained"
         self.model_id = f"vllm:{cfg.model}:{cfg.gguf_file or ''}:{init}:{cfg.dtype}:tok-{self.prompts.fingerprint()}"
 
@@ -127,24 +150,31 @@ class VLLMLLM(LLM):
             kw["prompt_logprobs"] = 0
         if label_ids:
             kw.update(logprobs=len(label_ids), logprob_token_ids=label_ids)  # vLLM wants the two equal
-        outs = self._run(prompts, self._sampling(**kw))
-        results = []
-        for i, o in enumerate(outs):
-            ql = None
-            if rows is not None:
-                r = rows[i]
-                entries = o.prompt_logprobs
-                picked = [entries[j][r.ids[j]].logprob for j in range(r.start, r.start + r.length)]
-                ql = sum(picked) / len(picked)
-            rc = None
-            if label_ids:
-                step = o.outputs[0].logprobs[0]
-                missing = [t for t in label_ids if t not in step]
-                if missing:
-                    raise BackendError(f"vLLM returned no log-prob for label token(s) {missing}")
-                rc = [step[t].logprob for t in label_ids]
-            results.append((ql, rc))
+        # vLLM skips its prefix cache for prompt log-probs unless told not to, since it returns them only
+        # for the tokens it computes. QL needs the query's, after the passage: read the cache, and
+        # recompute uncached the few requests whose cached prefix reached into the query (`_ql`).
+        reuse = rows is not None and self.read_cache
+        outs = self._run(prompts, self._sampling(**kw, **({"skip_reading_prefix_cache": False} if reuse else {})))
+        results = [self._read(o, rows[i] if rows else None, label_ids) for i, o in enumerate(outs)]
+        redo = [i for i, (ql, _) in enumerate(results) if rows is not None and ql is None]
+        self.cache_stats["recomputed"] += len(redo)
+        for i, o in zip(redo, self._run([prompts[i] for i in redo], self._sampling(**kw)) if redo else []):
+            results[i] = self._read(o, rows[i], label_ids)
+            if results[i][0] is None:
+                raise BackendError(f"vLLM returned no prompt log-prob for a query token of request {i}")
         return results
+
+    def _read(self, o: Any, row: ScoringRow | None, label_ids: list[int]) -> tuple[Any, Any]:
+        self.cache_stats["prompt_tokens"] += len(o.prompt_token_ids or [])
+        self.cache_stats["cached_tokens"] += o.num_cached_tokens or 0
+        rc = None
+        if label_ids:
+            step = o.outputs[0].logprobs[0]
+            missing = [t for t in label_ids if t not in step]
+            if missing:
+                raise BackendError(f"vLLM returned no log-prob for label token(s) {missing}")
+            rc = [step[t].logprob for t in label_ids]
+        return (_ql(o, row) if row is not None else None), rc
 
     def loglik(self, contexts: list[str], continuations: list[str]) -> list[float]:
         rows = [self.prompts.scoring_row(c, q) for c, q in zip(contexts, continuations)]
