@@ -146,3 +146,44 @@ def test_demo_scripts_call_gecko_report():
         assert "gecko report " in text and "--label variant=" in text
     assert not (REPO / "scripts" / "demo_report.py").exists() and not (REPO / "scripts" / "demo_summary.py").exists()
 
+
+
+def test_the_llm_labelled_split_is_its_own_row_with_a_note(runs, capsys):
+    """`--label qrels=llm` names the datasets of its file, not a run: same cell as the file's variant, no mixing hint."""
+    _write(runs / "base_split.json", {"variant": "base", "qrels": "llm"}, "none", {"test": {"ndcg_at_10": 60.0}})
+    for seed, ndcg in enumerate((61.0, 64.0, 63.0)):
+        _write(runs / "seeds" / f"split{seed}.json", {"variant": "seed", "seed": str(seed), "qrels": "llm"}, "gecko",
+               {"test": {"ndcg_at_10": ndcg}})
+    assert report.main([str(runs / "base.json"), str(runs / "base_split.json"), str(runs / "seeds")]) == 0
+    text = capsys.readouterr().out
+    row = _table(text)["test (qrels: llm)", "ndcg_at_10"]
+    assert row["base"] == "60.00" and row["Δ seed"] == f"{statistics.mean([61.0, 64.0, 63.0]) - 60.0:+.2f}"
+    assert _table(text)["scifact", "ndcg_at_10"]["base"] == "78.49"  # the human-labelled rows are untouched
+    assert "come from the build's LLM, not from people" in text and "add to --by" not in text
+
+
+# A finished build's manifest as runner.py writes it, trimmed to what the cost table reads; figures by hand.
+BUILD = {"source": "fret", "records": 125, "wall_time_s": {"generate": 150.0, "retrieve": 30.0, "rerank": 240.0, "select": 0.1,
+                                                            "export": 0.5},
+         "stages": {"generate": {"llm_load_s": 12.0}}, "llm_calls": {"generate": 200, "rerank": 600},
+         "cache_hits": {"generate": 0, "rerank": 24},
+         "test_split": {"fraction": 0.2, "relevance": "graded", "rule": "2: the seed", "queries": 31, "qrels": 33,
+                        "training_records_dropped": {"query_in_test": 1, "positive_relevant_to_test": 2}}}
+
+
+def test_build_cost_follows_the_table(runs, tmp_path, capsys):
+    from gecko_lightning.data.schema import MANIFEST, SCHEMA_VERSION
+
+    build = tmp_path / "fret"
+    build.mkdir()
+    (build / MANIFEST).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **BUILD}))
+    assert report.main([str(runs / "base.json"), str(runs / "seeds"), "--build", str(build)]) == 0
+    text = capsys.readouterr().out
+    cost = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip() in ("generate", "rerank", "select", "total")}
+    assert cost["generate"] == ["2.7", "200", "0"]  # (150 s + 12 s model load) / 60
+    assert cost["rerank"] == ["4.0", "600", "24"] and cost["select"] == ["0.0", "0", "0"]
+    assert cost["total"] == [f"{(150 + 12 + 30 + 240 + 0.1 + 0.5) / 60:.1f}", "800", "24"]
+    assert "Training records: 125." in text and "31 queries (20% of the seeds)" in text
+    assert "1 with a test query, 2 with a positive relevant to one" in text
+    assert "--build" in _error([str(runs / "base.json"), "--build", str(tmp_path / "nowhere")], capsys)
