@@ -1,6 +1,7 @@
 """`gecko report` on `gecko eval --output` files: base against variants, mean ± std over seeds, Δ, table and PNG."""
 
 import json
+import os
 import statistics
 import subprocess
 from pathlib import Path
@@ -187,3 +188,16 @@ def test_build_cost_follows_the_table(runs, tmp_path, capsys):
     assert "Training records: 125." in text and "31 queries (20% of the seeds)" in text
     assert "1 with a test query, 2 with a positive relevant to one" in text
     assert "--build" in _error([str(runs / "base.json"), "--build", str(tmp_path / "nowhere")], capsys)
+
+
+@pytest.mark.parametrize("env, beir", [({}, "configs/assets/demo/scifact|configs/assets/wikiqa"),
+                                       ({"CORPUS": "my.jsonl"}, "|"),
+                                       ({"CORPUS": "my.jsonl", "BEIR": "mine"}, "mine|")])
+def test_the_demo_needs_no_beir_folder_for_a_corpus_of_ones_own(env, beir):
+    """CORPUS alone: no human set, the build's own test split only; BEIR given: both (scripts/demo_env.sh)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("CORPUS", "BEIR", "SECOND_BEIR")}
+    got = subprocess.run(["bash", "-c", 'source scripts/demo_env.sh; echo "$BEIR|$SECOND_BEIR"'], cwd=REPO,
+                         env={**clean, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    assert got == beir
+    text = (REPO / "scripts" / "demo.sh").read_text()
+    assert '--corpus.path="$CORPUS"' in text and "--label qrels=llm" in text and '--build "$OUT/fret"' in text
