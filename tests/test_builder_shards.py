@@ -333,7 +333,7 @@ def test_the_launcher_under_a_fake_sbatch_builds_what_one_process_builds(unshard
     out = tmp_path / "out"
     # One embed job (its array branch is the dry run's), then an array of 2 shards and the merge.
     run_ = subprocess.run(["bash", str(LAUNCHER), "--shards", "2", "--output_dir", str(out), "--",
-                           "--config", str(FAKE), "--retrieve.batch_size=2"], cwd=ROOT, env=env, capture_output=True, text=True)
+                           "--config", str(FAKE), "--retrieve.batch_size=2", "--test_split.fraction=0.5"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run_.returncode == 0, run_.stderr[-3000:]
     assert len((tmp_path / "sbatch.log").read_text().splitlines()) == 3
     assert _records(out) == _records(unsharded["fake"])
