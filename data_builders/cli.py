@@ -45,7 +45,7 @@ def fret_parser() -> BuildParser:
                              "(LLM calls still come from the cache).")
     parser.add_argument("--from", type=Optional[str], default=None, metavar="DIR",
                         help="Re-select the finished build in DIR with 0 LLM calls: its config is the base, "
-                             "only select.* and export.* may change; writes to --output_dir.")
+                             "only select.*, export.* and test_split.* may change; writes to --output_dir.")
     parser.add_argument("--merge", type=str, nargs="+", default=None, metavar="DIR",
                         help="Merge these finished shard builds into --output_dir instead of building.")
     parser.add_argument("--push-to-hub", type=Optional[str], default=None, metavar="REPO",

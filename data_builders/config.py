@@ -5,6 +5,7 @@
     generate / filter / retrieve / rerank / select / export: one section per stage
     cache:    the SQLite file that remembers every LLM call
     shard:    which part of the seeds this process builds
+    test_split: the seeds held out of training as a label-free BEIR test set
 
 Loading goes through one jsonargparse parser (`build_parser`), so `gecko build fret`, `load_config`
 and any command that reads a build config check types, name `Literal` choices and print the same
@@ -271,6 +272,24 @@ class ShardConfig:
 
 
 @dataclass
+class SplitConfig:
+    """`test_split`: seeds held out of training and written as a BEIR folder, `<output_dir>/test/`.
+
+    A seed is held out when a hash of its id falls below `fraction`, so the split depends on the id
+    alone: shards, merges and `--from` re-selections hold out exactly the same seeds. Held-out seeds
+    still go through generate, retrieve and rerank (their labels come from the LLM); only select and
+    export treat them apart. See docs/fret.md, "The test split".
+    """
+
+    fraction: float = 0.2
+    """Share of the seeds held out, in [0, 1); 0 turns the split off (the build of before, byte for byte).
+    0.2 leaves about 30 test queries at the demo's 200 seeds."""
+    relevance: Literal["graded", "seed"] = "graded"
+    """graded: the seed passage scores 2, and a candidate that outranks the seed by both QL and RC scores 1 |
+    seed: the seed passage alone, score 1."""
+
+
+@dataclass
 class BuildConfig:
     """One FRet build: the sections below, each a typed dataclass whose defaults YAML and flags override."""
 
@@ -286,6 +305,7 @@ class BuildConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
+    test_split: SplitConfig = field(default_factory=SplitConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -4,6 +4,7 @@
     gecko report my-team/gecko-ablations                       # online runs, through the W&B API
     gecko report RUNS --by model.hard_negatives,model.same_tower --metric eval/ndcg_at_10@256
     gecko report base.json seeds/ --output report.md           # `gecko eval --output` files: report_evals.py
+    gecko report base.json tuned.json --build outputs/fret     # ... and what the build cost (report_build.py)
 
 Runs are grouped into cells by `--by` (default positive,negative: the FRet variant, read from the
 data manifest the run logged, else from the data folder's name), and each cell reports the mean ±
@@ -256,6 +257,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="W&B runs: summary metric (default: eval/ndcg_at_10, the full-width in-training nDCG@10)")
     p.add_argument("--base", default="base", help="eval files: the cell the others are compared with (default: base)")
     p.add_argument("--output", help="write the Markdown table to this file and the PNG beside it (same name, .png)")
+    p.add_argument("--build", action="append", default=[], metavar="DIR", help="eval files: a `gecko build fret` "
+                   "output_dir whose cost (minutes and LLM calls per stage, training records, test split) follows the table")
     p.add_argument("--out", help="W&B runs: folder for report.md and report.png (default: the runs folder, or outputs/report)")
     return p
 
@@ -275,7 +278,7 @@ def main(argv: list[str]) -> int:
             from gecko_lightning.report_evals import report
 
             output = args.output or (f"{args.out}/report.md" if args.out else None)
-            print(report(args.sources, _keys(args.by or "variant"), args.base, output))
+            print(report(args.sources, _keys(args.by or "variant"), args.base, output, args.build))
             return 0
         return _report_runs(args)
     except ValueError as e:  # UserError included: one line, exit 2, like every command

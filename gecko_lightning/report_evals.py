@@ -24,6 +24,10 @@ from typing import Any
 from gecko_lightning.errors import UserError
 from gecko_lightning.evaluation.results import META, read_results
 
+QRELS = "qrels"  # the label that names where a file's relevance labels came from (read_eval)
+LLM_NOTE = ("Rows marked (qrels: llm) score the build's held-out test split (`gecko build fret`, "
+            "`<output_dir>/test/`): its queries and relevance labels come from the build's LLM, not from people, "
+            "so they measure agreement with that LLM (docs/fret.md, \"The test split\").")
 _MAX_BYTES = 1_000_000  # eval outputs are a few KB; skip tokenizers and the like unread when scanning folders
 
 
@@ -61,13 +65,20 @@ def _is_eval_output(path: Path) -> bool:
 
 
 def read_eval(path: Path) -> dict[str, Any]:
-    """{path, labels, prompts, scores}: scores keyed by (dataset, metric); `labels` are required."""
+    """{path, labels, prompts, scores}: scores keyed by (dataset, metric); `labels` are required.
+
+    A `qrels` label says where the file's relevance labels came from, so it names the datasets, not
+    the run: `--label qrels=llm` on a `gecko build fret` test split makes its rows `test (qrels: llm)`.
+    """
     scores, meta = read_results(path)
     if not meta.get("labels"):
         raise UserError(f"{path}: has no labels, so its variant is unknown; re-run gecko eval with --label variant=NAME "
                         f'[--label seed=K], or add "{META}": {{"labels": {{"variant": "NAME"}}}} to the file')
-    return {"path": path, "labels": {k: str(v) for k, v in meta["labels"].items()}, "prompts": meta.get("prompts"),
-            "scores": {(ds, m): float(v) for ds, per in scores.items() for m, v in per.items()}}
+    labels = {k: str(v) for k, v in meta["labels"].items()}
+    source = labels.pop(QRELS, None)
+    name = (lambda ds: f"{ds} ({QRELS}: {source})") if source else (lambda ds: ds)
+    return {"path": path, "labels": labels, "prompts": meta.get("prompts"), "qrels": source,
+            "scores": {(name(ds), m): float(v) for ds, per in scores.items() for m, v in per.items()}}
 
 
 def group(evals: list[dict[str, Any]], by: list[str]) -> dict[tuple, dict[str, dict[str, Any]]]:
@@ -195,11 +206,20 @@ def plot(cells: dict, base: str, path: Path) -> Path:
     return path
 
 
-def report(sources: list[str], by: list[str], base: str, output: str | None) -> str:
-    """The Markdown table (returned), and with `output` the table there and the PNG beside it (.png)."""
+def report(sources: list[str], by: list[str], base: str, output: str | None, builds: list[str] = ()) -> str:
+    """The Markdown table (returned), and with `output` the table there and the PNG beside it (.png).
+
+    `builds`: FRet build folders whose cost (minutes and LLM calls per stage, records) follows the table.
+    """
+    from gecko_lightning.report_build import cost_markdown
+
     evals = [read_eval(p) for p in eval_files(sources)]
     cells = group(evals, by)
+    costs = [cost_markdown(b) for b in builds]  # a bad folder fails before anything is written
     text = markdown(cells, by, base)
+    if any(ev["qrels"] == "llm" for ev in evals):
+        text += "\n" + LLM_NOTE + "\n"
+    text += "".join("\n" + c for c in costs)
     runs = sum(len(seeds) for seeds in cells.values())
     note = f"\n{len(evals)} gecko eval file(s), {runs} run(s)"
     if output:

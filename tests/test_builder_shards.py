@@ -27,13 +27,15 @@ from gecko_lightning.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = ROOT / "configs" / "data" / "fret_fake.yaml"
 TINY = ROOT / "configs" / "data" / "fret_tiny.yaml"
-STAGE_FILES = ("corpus", "generate", "retrieve", "rerank", "select")
+STAGE_FILES = ("corpus", "generate", "retrieve", "rerank", "select", "test")
+TEST_SPLIT = ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv")  # the held-out BEIR folder, test/
 # retrieve.batch_size=2: the 64-passage corpus is embedded in two blocks of 16 batches, so an index of
 # 2 slices has two non-empty ones. tiny: gen_batch_size=2 makes 6 generate batches of its 12 seeds, so
 # every one of 4 shards gets some, and temperature > 0 samples, which transformers seeds per batch.
 # fake keeps 3 batches of 8 of its 24 seeds: with 4 shards one is empty, which must merge too.
-CASES = {"fake": (FAKE, {"retrieve.batch_size": 2}),
-         "tiny": (TINY, {"retrieve.batch_size": 2, "llm.gen_batch_size": 2, "llm.temperature": 0.7})}
+# Half the seeds are held out as the test split (test_split.fraction): shards must hold out the same ones.
+CASES = {"fake": (FAKE, {"retrieve.batch_size": 2, "test_split.fraction": 0.5}),
+         "tiny": (TINY, {"retrieve.batch_size": 2, "llm.gen_batch_size": 2, "llm.temperature": 0.7, "test_split.fraction": 0.5})}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -153,10 +155,12 @@ def test_merged_shards_equal_the_unsharded_build(unsharded, tmp_path, name, coun
     assert _records(root) == _records(reference) and len(_records(root)) > 0
     for stage in STAGE_FILES:  # same passages, generations (sampled), neighbours, scores and choices
         assert (root / "stages" / f"{stage}.jsonl").read_bytes() == (reference / "stages" / f"{stage}.jsonl").read_bytes(), stage
+    for name in TEST_SPLIT:  # the same held-out seeds, queries and LLM labels
+        assert (root / "test" / name).read_bytes() == (reference / "test" / name).read_bytes(), name
     want = read_manifest(reference)
     assert _counts(manifest) == _counts(want)
     for key in ("records", "task_distribution", "positive_ne_seed_rate", "llm_top1_ne_seed_rate", "parse_failure_rate",
-                "parse_failures", "truncated_passages", "round_trip"):
+                "parse_failures", "truncated_passages", "round_trip", "test_split"):
         assert manifest[key] == want[key], key
     assert [m["index"] for m in manifest["merged_from"]] == list(range(count))
     assert len(manifest["shards_wall_time_s"]) == count and manifest["config"]["shard"] == {"index": None, "count": None}
@@ -329,7 +333,7 @@ def test_the_launcher_under_a_fake_sbatch_builds_what_one_process_builds(unshard
     out = tmp_path / "out"
     # One embed job (its array branch is the dry run's), then an array of 2 shards and the merge.
     run_ = subprocess.run(["bash", str(LAUNCHER), "--shards", "2", "--output_dir", str(out), "--",
-                           "--config", str(FAKE), "--retrieve.batch_size=2"], cwd=ROOT, env=env, capture_output=True, text=True)
+                           "--config", str(FAKE), "--retrieve.batch_size=2", "--test_split.fraction=0.5"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run_.returncode == 0, run_.stderr[-3000:]
     assert len((tmp_path / "sbatch.log").read_text().splitlines()) == 3
     assert _records(out) == _records(unsharded["fake"])

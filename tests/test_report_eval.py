@@ -1,6 +1,7 @@
 """`gecko report` on `gecko eval --output` files: base against variants, mean ± std over seeds, Δ, table and PNG."""
 
 import json
+import os
 import statistics
 import subprocess
 from pathlib import Path
@@ -146,3 +147,57 @@ def test_demo_scripts_call_gecko_report():
         assert "gecko report " in text and "--label variant=" in text
     assert not (REPO / "scripts" / "demo_report.py").exists() and not (REPO / "scripts" / "demo_summary.py").exists()
 
+
+
+def test_the_llm_labelled_split_is_its_own_row_with_a_note(runs, capsys):
+    """`--label qrels=llm` names the datasets of its file, not a run: same cell as the file's variant, no mixing hint."""
+    _write(runs / "base_split.json", {"variant": "base", "qrels": "llm"}, "none", {"test": {"ndcg_at_10": 60.0}})
+    for seed, ndcg in enumerate((61.0, 64.0, 63.0)):
+        _write(runs / "seeds" / f"split{seed}.json", {"variant": "seed", "seed": str(seed), "qrels": "llm"}, "gecko",
+               {"test": {"ndcg_at_10": ndcg}})
+    assert report.main([str(runs / "base.json"), str(runs / "base_split.json"), str(runs / "seeds")]) == 0
+    text = capsys.readouterr().out
+    row = _table(text)["test (qrels: llm)", "ndcg_at_10"]
+    assert row["base"] == "60.00" and row["Δ seed"] == f"{statistics.mean([61.0, 64.0, 63.0]) - 60.0:+.2f}"
+    assert _table(text)["scifact", "ndcg_at_10"]["base"] == "78.49"  # the human-labelled rows are untouched
+    assert "come from the build's LLM, not from people" in text and "add to --by" not in text
+
+
+# A finished build's manifest as runner.py writes it, trimmed to what the cost table reads; figures by hand.
+BUILD = {"source": "fret", "records": 125, "wall_time_s": {"generate": 150.0, "retrieve": 30.0, "rerank": 240.0, "select": 0.1,
+                                                            "export": 0.5},
+         "stages": {"generate": {"llm_load_s": 12.0}}, "llm_calls": {"generate": 200, "rerank": 600},
+         "cache_hits": {"generate": 0, "rerank": 24},
+         "test_split": {"fraction": 0.2, "relevance": "graded", "rule": "2: the seed", "queries": 31, "qrels": 33,
+                        "training_records_dropped": {"query_in_test": 1, "positive_relevant_to_test": 2}}}
+
+
+def test_build_cost_follows_the_table(runs, tmp_path, capsys):
+    from gecko_lightning.data.schema import MANIFEST, SCHEMA_VERSION
+
+    build = tmp_path / "fret"
+    build.mkdir()
+    (build / MANIFEST).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **BUILD}))
+    assert report.main([str(runs / "base.json"), str(runs / "seeds"), "--build", str(build)]) == 0
+    text = capsys.readouterr().out
+    cost = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:5]] for line in text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip() in ("generate", "rerank", "select", "total")}
+    assert cost["generate"] == ["2.7", "200", "0"]  # (150 s + 12 s model load) / 60
+    assert cost["rerank"] == ["4.0", "600", "24"] and cost["select"] == ["0.0", "0", "0"]
+    assert cost["total"] == [f"{(150 + 12 + 30 + 240 + 0.1 + 0.5) / 60:.1f}", "800", "24"]
+    assert "Training records: 125." in text and "31 queries (20% of the seeds)" in text
+    assert "1 with a test query, 2 with a positive relevant to one" in text
+    assert "--build" in _error([str(runs / "base.json"), "--build", str(tmp_path / "nowhere")], capsys)
+
+
+@pytest.mark.parametrize("env, beir", [({}, "configs/assets/demo/scifact|configs/assets/wikiqa"),
+                                       ({"CORPUS": "my.jsonl"}, "|"),
+                                       ({"CORPUS": "my.jsonl", "BEIR": "mine"}, "mine|")])
+def test_the_demo_needs_no_beir_folder_for_a_corpus_of_ones_own(env, beir):
+    """CORPUS alone: no human set, the build's own test split only; BEIR given: both (scripts/demo_env.sh)."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("CORPUS", "BEIR", "SECOND_BEIR")}
+    got = subprocess.run(["bash", "-c", 'source scripts/demo_env.sh; echo "$BEIR|$SECOND_BEIR"'], cwd=REPO,
+                         env={**clean, **env}, capture_output=True, text=True, check=True).stdout.strip()
+    assert got == beir
+    text = (REPO / "scripts" / "demo.sh").read_text()
+    assert '--corpus.path="$CORPUS"' in text and "--label qrels=llm" in text and '--build "$OUT/fret"' in text

@@ -196,6 +196,12 @@ def _merge_caches(parts: list[_Part], dest: Path) -> None:
             db.execute("DETACH DATABASE part")
 
 
+def _training_queries(manifest: dict[str, Any]) -> int:
+    """Records plus the training records the test split dropped as leaks (split.py)."""
+    dropped = (manifest.get("test_split") or {}).get("training_records_dropped") or {}
+    return manifest["records"] + sum(dropped.values())
+
+
 def merge_builds(dirs: list[Path], output_dir: Path) -> dict[str, Any]:
     """Merge the finished shard folders of one build into `output_dir`; returns its manifest.
 
@@ -224,10 +230,13 @@ def merge_builds(dirs: list[Path], output_dir: Path) -> dict[str, Any]:
     _merge_caches(parts, out / "llm_cache.sqlite")
     run_stages(cfg, ["select", "export"])
     manifest = read_manifest(out)
-    if manifest["records"] != sum(p.manifest["records"] for p in parts):
+    # A leak may cross shards (a positive relevant to another shard's test query), so records alone
+    # need not add up; records plus those dropped as leaks are each shard's training queries, and do.
+    merged, shards = _training_queries(manifest), sum(_training_queries(p.manifest) for p in parts)
+    if merged != shards:
         (out / MANIFEST).unlink()  # not a finished build
-        raise UserError(f"--merge: the merged build has {manifest['records']} records, the shards' manifests "
-                        f"{sum(p.manifest['records'] for p in parts)}; a shard's stage files changed after it finished")
+        raise UserError(f"--merge: the merged build has {merged} training queries (records plus leaks dropped), the "
+                        f"shards' manifests {shards}; a shard's stage files changed after it finished")
     manifest.pop("schema_version")
     manifest.update(merged_from=[{"dir": str(p.dir), **p.shard, "records": p.manifest["records"]} for p in parts],
                     shards_wall_time_s=[p.manifest["wall_time_s"] for p in parts])

@@ -1,7 +1,7 @@
 """`gecko build fret --from DIR --output_dir OUT`: re-select a finished build with 0 LLM calls.
 
-The positive/negative choice (`select.*`) and the shard format (`export.*`) are the only keys that
-change no LLM call: `select` reads `stages/rerank.jsonl` and `export` reads `stages/corpus.jsonl`.
+The positive/negative choice (`select.*`), the shard format (`export.*`) and the held-out test
+seeds (`test_split.*`) are the only keys that change no LLM call: `select` reads `stages/rerank.jsonl` and `export` reads `stages/corpus.jsonl`.
 So those two files and the earlier stages' statistics are copied from DIR into OUT, `select` and
 `export` run there, and OUT's manifest reports the source build's stage statistics plus `from: DIR`.
 A difference in any other key would need new LLM calls or a new retrieval: that is a build
@@ -20,7 +20,7 @@ from gecko_lightning.errors import MissingPathError, UserError
 from . import runner
 from ..config import BuildConfig, load_config
 
-FREE = ("select", "export")  # the sections a re-selection may change
+FREE = ("select", "export", "test_split")  # the sections a re-selection may change
 NEEDS = ("corpus", "rerank")  # the stage files select and export read
 
 
@@ -50,7 +50,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def changed_keys(source: BuildConfig, cfg: BuildConfig) -> list[str]:
-    """Dotted keys outside `select.*`, `export.*` and `output_dir` whose values differ."""
+    """Dotted keys outside `select.*`, `export.*`, `test_split.*` and `output_dir` whose values differ."""
     a, b = _flat(source.to_dict()), _flat(cfg.to_dict())
     return [k for k in a if a[k] != b[k] and k != "output_dir" and k.split(".")[0] not in FREE]
 
@@ -68,7 +68,7 @@ def _check(source: Path, cfg: BuildConfig) -> None:
     if changed:
         old, new = _flat(built.to_dict()), _flat(cfg.to_dict())
         diffs = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
-        raise UserError(f"--from {source}: only select.* and export.* can change without new LLM calls, but "
+        raise UserError(f"--from {source}: only select.*, export.* and test_split.* can change without new LLM calls, but "
                         f"{diffs}; build that config with --config instead (--cache.path={source}/llm_cache.sqlite reuses calls)")
     if read_manifest(source).get("corpus_sha256") != runner.corpus_fingerprint(cfg):
         raise UserError(f"--from {source}: corpus file {cfg.corpus.path} changed since that build; rebuild it")
@@ -88,7 +88,7 @@ def reselect(source: str | Path, cfg: BuildConfig) -> dict[str, Any]:
         stats = source / "stages" / f"{stage}.stats.json"
         if stats.is_file():
             shutil.copy2(stats, stages_out / stats.name)
-    result = runner.run(cfg, list(FREE))
+    result = runner.run(cfg, ["select", "export"])
     manifest = read_manifest(cfg.output_dir)
     manifest.pop("schema_version", None)
     write_manifest(cfg.output_dir, **{**manifest, "from": str(source)})

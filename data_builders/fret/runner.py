@@ -27,7 +27,7 @@ from gecko_lightning.errors import UserError, keep_on_os_error
 from .. import corpus
 from ..config import BuildConfig
 from ..corpus import file_sha256, read_jsonl, write_json
-from . import stages
+from . import split, stages
 from .context import LLM_STAGES, STAGES, Context
 from .sharding import resolve_shard, shard_dir
 
@@ -180,6 +180,8 @@ def build_records(ctx: Context) -> list[Record]:
     chosen = {s["seed_id"]: s for s in read_jsonl(ctx.stage_file("select"))}
     records = []
     for row in read_jsonl(ctx.stage_file("rerank")):
+        if row["seed_id"] not in chosen:  # held out for the test split, or dropped as a leak (split.py)
+            continue
         sel = chosen[row["seed_id"]]
         meta = {"seed_id": row["seed_id"], "task_type": row["task_type"], "positive_id": sel["positive_id"],
                 "negative_id": sel["negative_id"], "seed_retrieval_rank": row["seed_retrieval_rank"],
@@ -198,6 +200,8 @@ def export(ctx: Context) -> dict[str, Any]:
     for n, start in enumerate(range(0, max(len(records), 1), size)):
         write_records(records[start : start + size], ctx.out / f"shard-{n:05d}.{fmt}")
     shard_sha256 = {p.name: file_sha256(p) for p in dataset_files(ctx.out)}
+    test_file = ctx.stage_file("test")
+    split.write_beir(ctx.out, read_jsonl(test_file) if test_file.is_file() else [], read_jsonl(ctx.stage_file("corpus")))
     write_manifest(ctx.out, **_manifest(ctx, records), shard_sha256=shard_sha256)
     return {"records": len(records), "shards": len(shard_sha256)}
 
@@ -223,6 +227,7 @@ def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:
         "empty_passages_first": gen.get("empty_passages_first", []),
         **({"documents": gen["documents"]} if "documents" in gen else {}),
         "round_trip": per_stage.get("retrieve", {}).get("round_trip"),
+        "test_split": sel.get("test_split"),
         "shard": gen.get("shard"),
         "models": models,
         "prompt_versions": prompt_versions,

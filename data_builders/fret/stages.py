@@ -4,8 +4,8 @@ and writes its own, so any stage can be re-run alone:
     generate  -> corpus.jsonl (truncated), generate.jsonl   (LLM: one few-shot generation per seed)
     retrieve  -> retrieve.jsonl                              (embedder + faiss: top-N neighbours)
     rerank    -> rerank.jsonl                                (LLM: QL and RC for every candidate, RRF)
-    select    -> select.jsonl                                (no LLM: positive / negative choice)
-    export    -> shard-*.jsonl + manifest.json               (see runner.py)
+    select    -> select.jsonl, test.jsonl                    (no LLM: positive / negative choice; held-out seeds)
+    export    -> shard-*.jsonl, test/, manifest.json         (see runner.py; test/ is a BEIR folder, split.py)
 
 `prepared_corpus` is the one place the corpus is read and truncated: `generate` calls it with the
 LLM's own `truncate`, the embed step (`--stage embed`, which loads no LLM) with `passage_truncator`,
@@ -27,6 +27,7 @@ from ..corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, wri
 from ..llm import LLM, CallFailed
 from ..llm.cache import cache_key, cached_batch
 from ..prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_prompt, passage_text
+from . import split
 from .context import Context
 from .sharding import shard_seeds
 
@@ -328,16 +329,21 @@ def choose(row: dict[str, Any], positive: str, negative: str, seed: int) -> tupl
 
 
 def select(ctx: Context) -> dict[str, Any]:
+    """Positive/negative per re-ranked query; held-out seeds go to `stages/test.jsonl` (split.py), not training."""
     cfg = ctx.cfg
     rows = read_jsonl(ctx.stage_file("rerank"))
-    out = []
+    everything = []
     for row in tqdm(rows, desc="select", unit="query"):
         pos, neg = choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed)
-        out.append({"seed_id": row["seed_id"], "positive_id": pos, "negative_id": neg})
+        everything.append({"seed_id": row["seed_id"], "positive_id": pos, "negative_id": neg})
+    out, test, held_out = split.split(rows, everything, cfg.test_split)
     write_jsonl(ctx.stage_file("select"), out)
+    write_jsonl(ctx.stage_file("test"), test)
+    kept = {o["seed_id"] for o in out}
+    rows = [r for r in rows if r["seed_id"] in kept]  # the rates describe the training records
     changed = sum(o["positive_id"] != o["seed_id"] for o in out)
     top1 = sum(r["candidates"][0]["id"] != r["seed_id"] for r in rows)
     return {"records": len(out), "positive": cfg.select.positive, "negative": cfg.select.negative,
             "positive_ne_seed": changed, "llm_top1_ne_seed": top1,
             "positive_ne_seed_rate": changed / max(1, len(out)), "llm_top1_ne_seed_rate": top1 / max(1, len(rows)),
-            "with_negative": sum(o["negative_id"] is not None for o in out)}
+            "with_negative": sum(o["negative_id"] is not None for o in out), "test_split": held_out}
