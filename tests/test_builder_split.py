@@ -164,3 +164,21 @@ def test_gecko_eval_reads_the_test_folder(builds, tmp_path):
     data = load_beir(beir)
     assert len(data.queries) == read_manifest(builds["half"])["test_split"]["queries"]
     assert len(data.corpus) == len(_jsonl(builds["half"] / "stages" / "corpus.jsonl"))
+
+
+def test_a_build_from_before_the_split_is_not_taken_for_one_with_it(builds, tmp_path):
+    """A manifest written before `test_split` existed describes a build that held no seed out: it is a
+    finished build for fraction 0, and must be rebuilt (from the cache) for the default fraction."""
+    from data_builders.fret.runner import finished_build
+
+    out = tmp_path / "old"
+    out.mkdir()
+    for f in builds["none"].iterdir():
+        if f.is_file():
+            (out / f.name).write_bytes(f.read_bytes())
+    manifest = read_manifest(builds["none"])
+    old = {**manifest, "config": {k: v for k, v in manifest["config"].items() if k != "test_split"}}
+    (out / "manifest.json").write_text(json.dumps(old))
+    cache = {"output_dir": str(out), "cache.path": str(builds["none"].parent / "llm_cache.sqlite")}
+    assert finished_build(load_config(FAKE, cache)) is not None  # fret_fake.yaml sets fraction 0
+    assert finished_build(load_config(FAKE, {**cache, "test_split.fraction": 0.2})) is None

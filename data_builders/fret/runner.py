@@ -74,10 +74,16 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in json.loads(json.dumps(config, default=str)).items() if k != "output_dir"}
 
 
+# Sections whose default writes something an older build did not: absent from a stored config, they
+# mean the value that build had (a build from before the test split held no seed out).
+ABSENT_MEANS = {"test_split": {"fraction": 0.0}}
+
+
 def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config with the keys added to `BuildConfig` since it was written, at their defaults:
-    a new key left at its default builds what the old manifest describes."""
+    a new key left at its default builds what the old manifest describes (ABSENT_MEANS says otherwise)."""
     defaults = BuildConfig().to_dict()
+    config = {**{k: v for k, v in ABSENT_MEANS.items() if k not in config}, **config}
     return {k: {**defaults[k], **v} if isinstance(v, dict) and isinstance(defaults.get(k), dict) else v
             for k, v in {**defaults, **config}.items()}
 
