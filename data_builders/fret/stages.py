@@ -269,10 +269,14 @@ def _scheduled(ctx: Context, pairs: list, key, score) -> list:
     if not grouped(ctx):
         return score(pairs)
     order, size, out = prefix_order(pairs, key), max(1, ctx.cfg.llm.submit_size), [None] * len(pairs)
+    # The window can be the whole stage, so the per-query bar moves only at its end: show the pairs too.
+    bar = tqdm(total=len(order), desc="rerank pairs", unit="pair", disable=len(order) <= size)
     for start in range(0, len(order), size):
         idx = order[start : start + size]
         for i, value in zip(idx, score([pairs[i] for i in idx]), strict=True):
             out[i] = value
+        bar.update(len(idx))
+    bar.close()
     return out
 
 
