@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 # lint-imports (import-linter) first: the layers declared in pyproject.toml, and no import cycles.
 test: install
 	$(VENV)/bin/lint-imports --no-cache --no-logo
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # The backend-parity and server tests (tests/test_vllm_backends.py) and the served-embedding parity
 # (tests/test_serve_vllm.py) against a real vLLM server.
