@@ -116,8 +116,8 @@ class VLLMLLM(LLM):
         self._sampling = vllm.SamplingParams
         self._tokens_prompt = vllm.TokensPrompt
         # False: vLLM's default for prompt log-probs, no prefix-cache reads (older vLLMs lack the switch).
-        self.read_cache = cfg.enable_prefix_caching and "skip_reading_prefix_cache" in getattr(
-            vllm.SamplingParams, "__struct_fields__", ())
+        self.read_cache = (cfg.enable_prefix_caching and cfg.score_from_prefix_cache
+                           and "skip_reading_prefix_cache" in getattr(vllm.SamplingParams, "__struct_fields__", ()))
         self.cache_stats: Counter = Counter()
         """Prompt tokens sent, tokens vLLM took from its prefix cache, QL requests recomputed uncached."""
         init = f"random-init-seed{seed}" if cfg.random_init else "pretrained"
