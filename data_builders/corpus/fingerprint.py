@@ -32,9 +32,7 @@ def corpus_fingerprint(cfg: CorpusConfig) -> str | None:
         return _documents_fingerprint(cfg)
     path = Path(resolve_path(cfg.path)).expanduser()
     if path.is_file():
-        digest = hashlib.sha256()
-        update_from_file(digest, path)
-        return digest.hexdigest()
+        return file_sha256(path)
     if path.is_dir():
         digest = hashlib.sha256(json.dumps([cfg.config, cfg.split, cfg.columns], sort_keys=True).encode())
         files = {f.relative_to(path).as_posix(): f for f in path.rglob("*") if f.is_file()}
