@@ -1,6 +1,7 @@
 """Re-rank pairs/s and prefix-cache hit rate, passage-grouped (`rerank.group_by_passage: true`) against
-query order (`false`), side by side in one run: vLLM in-process and the openai backend against a local
-vLLM server (127.0.0.1) on the same weights.
+query order (`false`), side by side in one run: vLLM in-process, the openai backend against a local
+vLLM server (127.0.0.1) on the same weights, and the transformers backend (`--engines transformers`),
+whose grouped path runs each shared prefix once (hit rate: prompt tokens it did not run again).
 
 The build is one where passages recur: the first `--limit` passages of the config's corpus, `--seeds`
 of them as seeds, `retrieve.top_n` 20, so each passage is a candidate of about 20 x seeds / limit
@@ -85,7 +86,8 @@ def _server_counters(root: str) -> dict[str, float]:
 # cannot be asked to read it for requests with prompt log-probs.
 VARIANTS = {"vllm": [("query order, no cache reads (before)", False, False), ("query order, cache reads", False, True),
                      ("passage-grouped, cache reads", True, True)],
-            "openai": [("query order (before)", False, None), ("passage-grouped", True, None)]}
+            "openai": [("query order (before)", False, None), ("passage-grouped", True, None)],
+            "transformers": [("query order (before)", False, None), ("passage-grouped, shared prefixes", True, None)]}
 
 
 def engine_runs(engine: str, cfg, prep: Path, out: Path) -> list[dict]:
@@ -107,9 +109,10 @@ def engine_runs(engine: str, cfg, prep: Path, out: Path) -> list[dict]:
     try:
         llm = build_llm(cfg.llm, seed=cfg.corpus.seed)
         for i, (label, grouped, reads) in enumerate(VARIANTS[engine]):
-            if server is None:
+            if engine == "vllm":
                 llm.read_cache = reads
                 llm.engine.reset_prefix_cache()
+            if server is None:
                 before = dict(llm.cache_stats)
             else:
                 root = server.url.removesuffix("/v1")

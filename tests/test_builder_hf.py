@@ -3,6 +3,7 @@ generation must equal one sequence at a time, checked against a plain unpadded f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,57 @@ def test_fret_tiny_builds_a_dataset_with_the_real_backend(tmp_path):
     assert manifest["llm_calls"] == {"generate": 12, "rerank": 12 * 6}  # one joint QL+RC call per pair
     gen = manifest["stages"]["generate"]
     assert gen["fallback_used"] == round(gen["parse_failure_rate"] * 12)  # every failure fell back, counted
+
+
+PASSAGES = ["Passage: The Drexel Dragons football team represented Drexel University in Philadelphia from 1892 "
+            "until the program ended in 1973.\nTask: find the answer\nQuery:",
+            "Passage: Paris is the capital and largest city of France, on the Seine river, with about two million "
+            "residents.\nTask: find the answer\nQuery:"]
+
+
+def test_rows_sharing_a_prefix_score_as_full_prompts(llm, monkeypatch):
+    """Pairs of one passage, adjacent as the grouped re-rank sends them, run the passage once; every
+    (QL, RC) equals the unpadded full prompt's, and goes back to its own pair (queries of different
+    lengths, a chunk boundary inside a group, a lone row between groups)."""
+    contexts = [PASSAGES[0]] * 3 + ["Query:"] + [PASSAGES[1]] * 2
+    queries = [" drexel football years", " who", " when did the drexel program end", " a", " paris", " capital of france"]
+    suffix, labels = "\nRelevant? Answer:", [" yes", " no"]
+    shared, calls = [], TransformersLLM._shared_prefix_scores
+
+    def spy(self, rows, prefix, label_ids):
+        shared.append((len(rows), prefix))
+        return calls(self, rows, prefix, label_ids)
+
+    monkeypatch.setattr(TransformersLLM, "_shared_prefix_scores", spy)
+    got = llm.ql_rc(contexts, queries, suffix, labels)
+    ctx_len = [len(llm.tokenizer(c)["input_ids"]) for c in PASSAGES]
+    assert [n for n, _ in shared] == [3, 2] and [p for _, p in shared] == [n - 1 for n in ctx_len]
+    want_ql = [_reference_ql(llm, c, q) for c, q in zip(contexts, queries)]
+    label_ids = [llm.tokenizer(lab, add_special_tokens=False)["input_ids"][0] for lab in labels]
+    for (ql, rc), c, q, ref in zip(got, contexts, queries, want_ql):
+        ids = llm.tokenizer(c)["input_ids"] + [t for text in (q, suffix) for t in llm.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        full = _reference_logprobs(llm, ids)[-1]
+        assert abs(ql - ref) <= 1e-5
+        assert rc == pytest.approx([full[i].item() for i in label_ids], abs=1e-5)
+
+
+def test_a_transformers_build_gives_the_same_records_grouped_or_not(tmp_path, monkeypatch):
+    """fret_tiny on the tiny Llama: passage-grouped re-ranking (shared prefixes) and query order give
+    the same records (positives, negatives, ranks), with scores within 1e-5 nats."""
+
+    shared, calls = [], TransformersLLM._shared_prefix_scores
+    monkeypatch.setattr(TransformersLLM, "_shared_prefix_scores",
+                        lambda self, rows, *a: shared.append(len(rows)) or calls(self, rows, *a))
+    outs = {}
+    for flag in (True, False):
+        out = tmp_path / str(flag)
+        run(load_config(ROOT / "configs/data/fret_tiny.yaml", {"output_dir": str(out), "rerank.group_by_passage": flag,
+                                                             "corpus.num_seeds": 8}))
+        outs[flag] = out
+        assert (sum(shared) > 0) == flag  # passages recur among 8 queries' top 6 of 64: grouped shares them
+        shared.clear()
+    records = {flag: [json.loads(line) for p in sorted(out.glob("shard-*.jsonl")) for line in p.read_text().splitlines()]
+               for flag, out in outs.items()}
+    scores = {flag: [(c.pop("ql"), c.pop("rc")) for r in rows for c in r["meta"]["candidates"]] for flag, rows in records.items()}
+    assert records[True] == records[False] and records[True]  # every choice and rank, and all but the scores' last digits
+    assert max(abs(a - b) for x, y in zip(scores[True], scores[False]) for a, b in zip(x, y)) <= 1e-5

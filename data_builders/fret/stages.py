@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 # Engines that schedule many prompts themselves get whole submissions; in-process transformers
 # gets its own batch size, since its batch is one padded forward pass.
 SCHEDULING_BACKENDS = ("vllm", "openai")
+GROUPED_TRANSFORMERS_PAIRS = 256
 
 
 def _submission(ctx: Context, in_process: int) -> int:
@@ -221,9 +222,17 @@ def rerank_prompts(ctx: Context) -> dict[str, Any]:
 
 
 def grouped(ctx: Context) -> bool:
-    """`rerank.group_by_passage`, on every engine but in-process transformers: its padded batches would
-    change with the order (and so would the floats), and it has no prefix cache to share."""
-    return ctx.cfg.rerank.group_by_passage and ctx.cfg.llm.backend != "transformers"
+    """`rerank.group_by_passage`: vLLM's prefix cache, and the transformers backend's shared-prefix
+    scoring (`llm/hf.py`), run a prefix once for the adjacent pairs that share it."""
+    return ctx.cfg.rerank.group_by_passage
+
+
+def _pairs_per_submission(ctx: Context) -> int:
+    """Pairs scored (and cached) together when grouped: `llm.submit_size`; in-process transformers, on
+    a CPU as on a GPU, `GROUPED_TRANSFORMERS_PAIRS`, so that a stopped build loses little."""
+    if ctx.cfg.llm.backend == "transformers":
+        return GROUPED_TRANSFORMERS_PAIRS
+    return max(1, ctx.cfg.llm.submit_size)
 
 
 def rerank_chunk(ctx: Context) -> int:
@@ -268,7 +277,7 @@ def _scheduled(ctx: Context, pairs: list, key, score) -> list:
     """`score(pairs)`, or when grouped `score` over `prefix_order` submissions, results back in input order."""
     if not grouped(ctx):
         return score(pairs)
-    order, size, out = prefix_order(pairs, key), max(1, ctx.cfg.llm.submit_size), [None] * len(pairs)
+    order, size, out = prefix_order(pairs, key), _pairs_per_submission(ctx), [None] * len(pairs)
     # The window can be the whole stage, so the per-query bar moves only at its end: show the pairs too.
     bar = tqdm(total=len(order), desc="rerank pairs", unit="pair", disable=len(order) <= size)
     for start in range(0, len(order), size):
