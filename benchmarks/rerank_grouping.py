@@ -82,12 +82,13 @@ def _server_counters(root: str) -> dict[str, float]:
     return found
 
 
-# (label, rerank.group_by_passage, QL requests read vLLM's prefix cache); in-process only, a server
-# cannot be asked to read it for requests with prompt log-probs.
+# (label, rerank.group_by_passage, llm.score_from_prefix_cache): QL requests read vLLM's prefix cache
+# in-process (a server cannot be asked to for requests with prompt log-probs); transformers shares a
+# prefix's KV cache itself.
 VARIANTS = {"vllm": [("query order, no cache reads (before)", False, False), ("query order, cache reads", False, True),
                      ("passage-grouped, cache reads", True, True)],
             "openai": [("query order (before)", False, None), ("passage-grouped", True, None)],
-            "transformers": [("query order (before)", False, None), ("passage-grouped, shared prefixes", True, None)]}
+            "transformers": [("query order (before)", False, False), ("passage-grouped, shared prefixes", True, True)]}
 
 
 def engine_runs(engine: str, cfg, prep: Path, out: Path) -> list[dict]:
@@ -112,6 +113,8 @@ def engine_runs(engine: str, cfg, prep: Path, out: Path) -> list[dict]:
             if engine == "vllm":
                 llm.read_cache = reads
                 llm.engine.reset_prefix_cache()
+            if engine == "transformers":  # llm.cfg is cfg.llm: the stage's schedule and the backend both read it
+                cfg.llm.score_from_prefix_cache = reads
             if server is None:
                 before = dict(llm.cache_stats)
             else:

@@ -113,10 +113,14 @@ class LLMConfig:
     enable_prefix_caching: bool = True
     """vllm: reuse the KV cache of shared prompt prefixes (few-shot headers, a query's candidates)."""
     score_from_prefix_cache: bool = False
-    """vllm: let QL and joint scoring requests read the prefix cache, which vLLM skips for prompt log-probs
-    by default. Faster where passages recur (docs/benchmarks.md, "Re-ranking passage by passage"), but a
-    request whose cached prefix reaches into the query is scored again uncached, and scores move by up to
-    ~1.5e-5 nats against uncached ones; off, scoring is as before."""
+    """Score QL and joint pairs on the KV cache of a prefix they share (with `rerank.group_by_passage`, a
+    passage's pairs arrive together). vllm: let those requests read the prefix cache, which vLLM skips for
+    prompt log-probs by default; a request whose cached prefix reaches into the query is scored again
+    uncached. transformers: run a prefix that consecutive rows share once, their tails batched on it.
+    Faster where passages recur (docs/benchmarks.md, "Re-ranking passage by passage"), but scores move by
+    up to ~1.5e-5 nats against the full prompts', and their last bits then depend on which pairs shared a
+    submission, so a sharded build equals the unsharded one in its choices, not bit for bit; off, scoring
+    is as before."""
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     """vllm: any other `vllm.LLM(...)` argument, e.g. {enforce_eager: true, quantization: fp8}."""
     submit_size: int = 1024
@@ -225,10 +229,10 @@ class RerankConfig:
     group_by_passage: bool = True
     """vllm/openai (and fake): score the pairs of up to `group_window` queries passage by passage (RC
     prompts of separate mode query by query), so pairs that share a prompt prefix reach the engine
-    together and its prefix cache prefills that prefix once; transformers runs a shared prefix once
-    itself (`llm/hf.py`), in submissions of 256 pairs. Records are the same either way, and scores too
-    (transformers: within 1e-5 nats); false: one submission per `llm.submit_size` pairs (transformers:
-    per query) in query order."""
+    together and its prefix cache prefills that prefix once. transformers: grouped only with
+    `llm.score_from_prefix_cache`, in submissions of 256 pairs. Records and scores are the same either way
+    (but for what `score_from_prefix_cache` moves); false: one submission per `llm.submit_size` pairs
+    (transformers: one per query) in query order."""
     group_window: int = 500_000
     """Queries whose pairs are grouped together. A passage shares its prefix only with the pairs of its
     window: with seeds about as many as passages, a window of W queries holds about 20 W / corpus size

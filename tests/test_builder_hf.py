@@ -3,6 +3,7 @@ generation must equal one sequence at a time, checked against a plain unpadded f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -97,7 +98,15 @@ PASSAGES = ["Passage: The Drexel Dragons football team represented Drexel Univer
             "residents.\nTask: find the answer\nQuery:"]
 
 
-def test_rows_sharing_a_prefix_score_as_full_prompts(llm, monkeypatch):
+@pytest.fixture(scope="module")
+def sharing_llm(llm) -> TransformersLLM:
+    """The same model and weights, with `llm.score_from_prefix_cache` on."""
+    shared = TransformersLLM.__new__(TransformersLLM)
+    shared.__dict__.update(llm.__dict__, cfg=dataclasses.replace(llm.cfg, score_from_prefix_cache=True))
+    return shared
+
+
+def test_rows_sharing_a_prefix_run_it_once_only_when_asked(llm, sharing_llm, monkeypatch):
     """Pairs of one passage, adjacent as the grouped re-rank sends them, run the passage once; every
     (QL, RC) equals the unpadded full prompt's, and goes back to its own pair (queries of different
     lengths, a chunk boundary inside a group, a lone row between groups)."""
@@ -111,21 +120,25 @@ def test_rows_sharing_a_prefix_score_as_full_prompts(llm, monkeypatch):
         return calls(self, rows, prefix, label_ids)
 
     monkeypatch.setattr(TransformersLLM, "_shared_prefix_scores", spy)
-    got = llm.ql_rc(contexts, queries, suffix, labels)
+    plain = llm.ql_rc(contexts, queries, suffix, labels)
+    assert not shared  # off by default: full prompts only
+    got = sharing_llm.ql_rc(contexts, queries, suffix, labels)
     ctx_len = [len(llm.tokenizer(c)["input_ids"]) for c in PASSAGES]
     assert [n for n, _ in shared] == [3, 2] and [p for _, p in shared] == [n - 1 for n in ctx_len]
     want_ql = [_reference_ql(llm, c, q) for c, q in zip(contexts, queries)]
     label_ids = [llm.tokenizer(lab, add_special_tokens=False)["input_ids"][0] for lab in labels]
-    for (ql, rc), c, q, ref in zip(got, contexts, queries, want_ql):
+    for (ql, rc), (ql_plain, _), c, q, ref in zip(got, plain, contexts, queries, want_ql):
+        assert abs(ql_plain - ref) <= 1e-5
         ids = llm.tokenizer(c)["input_ids"] + [t for text in (q, suffix) for t in llm.tokenizer(text, add_special_tokens=False)["input_ids"]]
         full = _reference_logprobs(llm, ids)[-1]
         assert abs(ql - ref) <= 1e-5
         assert rc == pytest.approx([full[i].item() for i in label_ids], abs=1e-5)
 
 
-def test_a_transformers_build_gives_the_same_records_grouped_or_not(tmp_path, monkeypatch):
-    """fret_tiny on the tiny Llama: passage-grouped re-ranking (shared prefixes) and query order give
-    the same records (positives, negatives, ranks), with scores within 1e-5 nats."""
+def test_a_transformers_build_gives_the_same_records_sharing_prefixes_or_not(tmp_path, monkeypatch):
+    """fret_tiny on the tiny Llama: passage-grouped re-ranking on shared prefixes
+    (`llm.score_from_prefix_cache`) and today's per-query scoring give the same records (positives,
+    negatives, ranks), with scores within 1e-5 nats."""
 
     shared, calls = [], TransformersLLM._shared_prefix_scores
     monkeypatch.setattr(TransformersLLM, "_shared_prefix_scores",
@@ -133,7 +146,7 @@ def test_a_transformers_build_gives_the_same_records_grouped_or_not(tmp_path, mo
     outs = {}
     for flag in (True, False):
         out = tmp_path / str(flag)
-        run(load_config(ROOT / "configs/data/fret_tiny.yaml", {"output_dir": str(out), "rerank.group_by_passage": flag,
+        run(load_config(ROOT / "configs/data/fret_tiny.yaml", {"output_dir": str(out), "llm.score_from_prefix_cache": flag,
                                                              "corpus.num_seeds": 8}))
         outs[flag] = out
         assert (sum(shared) > 0) == flag  # passages recur among 8 queries' top 6 of 64: grouped shares them

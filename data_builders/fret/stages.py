@@ -222,8 +222,12 @@ def rerank_prompts(ctx: Context) -> dict[str, Any]:
 
 
 def grouped(ctx: Context) -> bool:
-    """`rerank.group_by_passage`: vLLM's prefix cache, and the transformers backend's shared-prefix
-    scoring (`llm/hf.py`), run a prefix once for the adjacent pairs that share it."""
+    """`rerank.group_by_passage`, so vLLM's prefix cache runs a shared prefix once for adjacent pairs.
+    In-process transformers has no cache of its own: it is grouped only when it shares prefixes itself
+    (`llm.score_from_prefix_cache`); otherwise it keeps its per-query calls, whose padded batches (and
+    so the scores' last bits) do not depend on the other queries of the build or shard."""
+    if ctx.cfg.llm.backend == "transformers":
+        return ctx.cfg.rerank.group_by_passage and ctx.cfg.llm.score_from_prefix_cache
     return ctx.cfg.rerank.group_by_passage
 
 

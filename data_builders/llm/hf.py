@@ -4,10 +4,11 @@ Everything is left-padded, so the tokens we score sit at the end of every row. T
 ask the model for the last k logits only (`logits_to_keep`) instead of a (B, T, vocab) tensor, and
 explicit position ids keep a padded row's numbers equal to the same row run alone.
 
-Scoring rows that arrive one after another with a long common prefix (the re-rank stage sends a
-passage's pairs together, `rerank.group_by_passage`) share it: the prefix runs once, then the rows'
-remaining tokens run as one batch on a copy of its KV cache (`past_key_values`). Scores stay within
-1e-5 nats of the full-prompt path (tests/test_builder_hf.py); docs/benchmarks.md has the speed-up.
+With `llm.score_from_prefix_cache`, scoring rows that arrive one after another with a long common
+prefix (the re-rank stage then sends a passage's pairs together) share it: the prefix runs once, then
+the rows' remaining tokens run as one batch on a copy of its KV cache (`past_key_values`). Scores stay
+within 1e-5 nats of the full-prompt path (tests/test_builder_hf.py) but are not bit-equal to it, and a
+row's last digits depend on its neighbours; docs/benchmarks.md has the speed-up.
 """
 
 from __future__ import annotations
@@ -129,15 +130,16 @@ class TransformersLLM(LLM):
     def ql_rc(
         self, contexts: list[str], continuations: list[str], suffix: str, labels: list[str]
     ) -> list[tuple[float, list[float]]]:
-        """QL and RC per pair: rows are context + query + suffix. Consecutive rows that share a prefix of
-        `MIN_SHARED_PREFIX` tokens or more run it once (`_shared_prefix_scores`); the others go in
-        left-padded chunks of `score_batch_size` rows, one forward pass each."""
+        """QL and RC per pair: rows are context + query + suffix, in left-padded chunks of `score_batch_size`
+        rows, one forward pass each. With `llm.score_from_prefix_cache`, consecutive rows that share a
+        prefix of `MIN_SHARED_PREFIX` tokens or more run it once instead (`_shared_prefix_scores`)."""
         label_ids = self.prompts.label_ids(labels) if labels else []
         rows = [self.prompts.scoring_row(ctx, c, suffix) for ctx, c in zip(contexts, continuations)]
         out: list[tuple[float, list[float]] | None] = [None] * len(rows)
         self.cache_stats["prompt_tokens"] += sum(len(r.ids) for r in rows)
         alone: list[int] = []
-        for group, shared in _prefix_groups(rows):
+        groups = _prefix_groups(rows) if self.cfg.score_from_prefix_cache else [([i], 0) for i in range(len(rows))]
+        for group, shared in groups:
             prefix = min(shared, min(rows[i].start for i in group) - 1)  # the query's first prediction stays out
             if len(group) < 2 or prefix < MIN_SHARED_PREFIX:
                 alone += group
