@@ -7,15 +7,18 @@ re-rank the transformers build's retrieved candidates, so every backend scores t
 per query token) and RC (log-prob of a relevance label) within 0.02 nats on every pair, >= 50 pairs,
 and the same chosen positive for >= 95% of queries.
 
-Models: a tiny random Llama whose tokenizer adds BOS (seconds; CI), SmolLM2-135M-Instruct (no BOS,
-chat template) and Gemma 3 270M (adds `<bos>`, base model, completion-style prompt). Run with
-`make test-vllm`; without vLLM these tests skip.
+Models: a tiny random Llama whose tokenizer adds BOS (about 2 minutes), SmolLM2-135M-Instruct (no
+BOS, chat template; about 5) and Gemma 3 270M (adds `<bos>`, base model, completion-style prompt;
+about 8, most of it log-softmax over its 262k-token vocabulary). `make test-vllm` (and CI) runs the
+first two; `GECKO_VLLM_MODELS=all make test-vllm` adds Gemma 3 (or name them: `tiny-bos,gemma3`).
+Without vLLM these tests skip.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +37,9 @@ from vllm_support import VLLMServer, copy_stage_files, gemma3_folder, require_vl
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[1]
 TOL = 0.02
+# vLLM compiles its model graph with torch.compile at every engine or server start, which takes minutes
+# on 2 CPU cores; eager mode runs the same kernels op by op and scores the same (docs/benchmarks.md).
+EAGER = {"enforce_eager": True}
 
 
 def _tiny_bos(tmp: Path) -> Path:
@@ -58,10 +64,20 @@ MODELS = {
 }
 
 
+def _models() -> list[str]:
+    """`GECKO_VLLM_MODELS`: `all`, or model names separated by commas; default tiny-bos and smollm2."""
+    names = os.environ.get("GECKO_VLLM_MODELS", "tiny-bos,smollm2")
+    chosen = list(MODELS) if names.strip() == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(MODELS))
+    if unknown:
+        raise ValueError(f"GECKO_VLLM_MODELS names {unknown}; choose from {sorted(MODELS)} or 'all'")
+    return chosen
+
+
 def _config(name: str, folder: Path, backend: str, out: Path, **extra):
     _, path, over = MODELS[name]
     over = {**over, "llm.backend": backend, "llm.model": str(folder), "llm.gguf_file": None, "llm.random_init": False,
-            "llm.dtype": "float32", "llm.device": "cpu", "output_dir": str(out), **extra}
+            "llm.dtype": "float32", "llm.device": "cpu", "output_dir": str(out), "llm.engine_kwargs": EAGER, **extra}
     if name == "tiny-bos":
         over["retrieve.embedder"] = "configs/assets/tiny-bert"
     return load_config(REPO / path, over)
@@ -93,7 +109,7 @@ def _shutdown(llm) -> None:
     gc.collect()
 
 
-@pytest.fixture(scope="module", params=list(MODELS))
+@pytest.fixture(scope="module", params=_models())
 def builds(request, tmp_path_factory):
     """{backend: output folder} for one model, plus the timings of each build."""
     require_vllm()
@@ -119,7 +135,7 @@ def builds(request, tmp_path_factory):
     seconds["vllm"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    server = VLLMServer(folder, name, tmp).start()
+    server = VLLMServer(folder, name, tmp, extra=["--enforce-eager"]).start()
     try:
         cfg = _config(name, folder, "openai", outs["openai"], **{"llm.base_url": server.url, "llm.model": name,
                                                                  "llm.tokenizer": str(folder)})
@@ -177,7 +193,7 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
     same command finishes, asking only the calls the cache lacks, and gives the uninterrupted build."""
     require_vllm()
     folder = _tiny_bos(tmp_path)
-    server = VLLMServer(folder, "tiny", tmp_path).start()
+    server = VLLMServer(folder, "tiny", tmp_path, extra=["--enforce-eager"]).start()
     flags = [f"--llm.backend=openai", f"--llm.model=tiny", f"--llm.tokenizer={folder}", "--llm.random_init=false",
              "--llm.chat_template=true", "--llm.max_retries=2", "--llm.backoff_s=0.2", "--llm.concurrency=2",
              "--llm.submit_size=24", "--corpus.num_seeds=48", "--retrieve.top_n=6"]
@@ -201,7 +217,7 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
         done_before = cached_calls(cache)
         total = json.loads((tmp_path / "ref" / "manifest.json").read_text())["llm_calls"]
         assert 48 < done_before < total["generate"] + total["rerank"]
-        server = VLLMServer(folder, "tiny", tmp_path).start()
+        server = VLLMServer(folder, "tiny", tmp_path, extra=["--enforce-eager"]).start()
         again = subprocess.run(cmd(tmp_path / "b", server.url), cwd=REPO, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-2000:]
     finally:
