@@ -148,3 +148,13 @@ def test_a_non_finite_score_is_never_written(model_dir, tmp_path, capsys, monkey
     assert main(["--model", str(model_dir), "--sts", str(REPO / TINY_EVAL / "sts.tsv"), "--output", str(out)]) == 2
     assert "sts.tsv: spearman is nan" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_repeated_dataset_flags_add_up_instead_of_replacing():
+    """`--beir A --beir B` scores both, as `--beir A B` does (the second flag used to drop the first)."""
+    from gecko_lightning.evaluation.cli import build_parser
+
+    args = build_parser().parse_args(["--model", "m", "--beir", "a", "--beir", "b", "c", "--sts", "s1", "--sts", "s2",
+                                      "--classification", "k1", "--classification", "k2", "--mteb", "t1", "--mteb", "t2"])
+    assert (args.beir, args.sts, args.classification, args.mteb) == (["a", "b", "c"], ["s1", "s2"], ["k1", "k2"], ["t1", "t2"])
+    assert build_parser().parse_args(["--model", "m"]).beir == []

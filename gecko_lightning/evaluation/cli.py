@@ -28,14 +28,14 @@ from gecko_lightning.text_format import template_name
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gecko eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a `gecko fit` .ckpt, an exported/saved folder, or a Hugging Face name")
-    p.add_argument("--beir", nargs="+", default=[], metavar="DIR", help="BEIR folders: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--beir", nargs="+", action="extend", default=[], metavar="DIR", help="BEIR folders: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
     p.add_argument("--split", default="test", help="qrels split to score (qrels/<split>.tsv)")
-    p.add_argument("--sts", nargs="+", default=[], metavar="FILE", help="STS Benchmark TSV, or csv/tsv/jsonl with s1, s2, score")
-    p.add_argument("--classification", nargs="+", default=[], metavar="PATH",
+    p.add_argument("--sts", nargs="+", action="extend", default=[], metavar="FILE", help="STS Benchmark TSV, or csv/tsv/jsonl with s1, s2, score")
+    p.add_argument("--classification", nargs="+", action="extend", default=[], metavar="PATH",
                    help="a folder with train.* and test.*, or a test file with a train sibling (text + label columns)")
     p.add_argument("--cls-samples-per-label", type=int, default=8, help="MTEB-style few-shot training size; 0 = whole train split")
     p.add_argument("--cls-experiments", type=int, default=10, help="undersampling repeats averaged (MTEB default 10)")
-    p.add_argument("--mteb", nargs="+", default=[], metavar="NAME", help="MTEB task or benchmark names (needs the data cached or network)")
+    p.add_argument("--mteb", nargs="+", action="extend", default=[], metavar="NAME", help="MTEB task or benchmark names (needs the data cached or network)")
     p.add_argument("--mteb-output", default="results/mteb", help="folder for MTEB's own result files")
     p.add_argument("--prompts", choices=PROMPT_STYLES, default="model",
                    help="model: the format the model was trained with (gecko if it records none); gecko: the paper's "
