@@ -40,6 +40,7 @@ TOL = 0.02
 # vLLM compiles its model graph with torch.compile at every engine or server start, which takes minutes
 # on 2 CPU cores; eager mode runs the same kernels op by op and scores the same (docs/benchmarks.md).
 EAGER = {"enforce_eager": True}
+EAGER_SERVER = ["--enforce-eager"]
 
 
 def _tiny_bos(tmp: Path) -> Path:
@@ -135,7 +136,7 @@ def builds(request, tmp_path_factory):
     seconds["vllm"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    server = VLLMServer(folder, name, tmp, extra=["--enforce-eager"]).start()
+    server = VLLMServer(folder, name, tmp, extra=EAGER_SERVER).start()
     try:
         cfg = _config(name, folder, "openai", outs["openai"], **{"llm.base_url": server.url, "llm.model": name,
                                                                  "llm.tokenizer": str(folder)})
@@ -193,7 +194,7 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
     same command finishes, asking only the calls the cache lacks, and gives the uninterrupted build."""
     require_vllm()
     folder = _tiny_bos(tmp_path)
-    server = VLLMServer(folder, "tiny", tmp_path, extra=["--enforce-eager"]).start()
+    server = VLLMServer(folder, "tiny", tmp_path, extra=EAGER_SERVER).start()
     flags = [f"--llm.backend=openai", f"--llm.model=tiny", f"--llm.tokenizer={folder}", "--llm.random_init=false",
              "--llm.chat_template=true", "--llm.max_retries=2", "--llm.backoff_s=0.2", "--llm.concurrency=2",
              "--llm.submit_size=24", "--corpus.num_seeds=48", "--retrieve.top_n=6"]
@@ -217,7 +218,7 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
         done_before = cached_calls(cache)
         total = json.loads((tmp_path / "ref" / "manifest.json").read_text())["llm_calls"]
         assert 48 < done_before < total["generate"] + total["rerank"]
-        server = VLLMServer(folder, "tiny", tmp_path, extra=["--enforce-eager"]).start()
+        server = VLLMServer(folder, "tiny", tmp_path, extra=EAGER_SERVER).start()
         again = subprocess.run(cmd(tmp_path / "b", server.url), cwd=REPO, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-2000:]
     finally:

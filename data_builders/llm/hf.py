@@ -55,6 +55,8 @@ class TransformersLLM(LLM):
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
         self.device = _device(cfg.device)
         self.model.to(self.device).eval()
+        # transformers 5.20+ names the KV cache `cache` (in and out); earlier releases `past_key_values`.
+        self._kv_name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         init = f"random-init-seed{seed}" if cfg.random_init else "pretrained"
         self.prompts = PromptTokens(self.tokenizer, cfg.chat_template)
         self.cache_stats = {"prompt_tokens": 0, "cached_tokens": 0}
@@ -166,8 +168,7 @@ class TransformersLLM(LLM):
     ) -> list[tuple[float, list[float]]]:
         """Rows whose first `prefix` ids are equal, and before every row's first query token: those once,
         then each chunk of tails right-padded on a copy of the prefix's KV cache."""
-        # transformers 5.20+ names the KV cache `cache` (in and out); earlier releases `past_key_values`.
-        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        name = self._kv_name
         cache = getattr(self.model(input_ids=torch.tensor([rows[0].ids[:prefix]], device=self.device), use_cache=True), name)
         out = []
         for start in range(0, len(rows), self.cfg.score_batch_size):
@@ -209,7 +210,8 @@ def _prefix_groups(rows: list[ScoringRow]) -> list[tuple[list[int], int]]:
             idx, shared = groups[-1]
             common = _common_prefix(rows[idx[0]].ids[:shared], r.ids)
             if common >= MIN_SHARED_PREFIX:
-                groups[-1] = (idx + [i], common)
+                idx.append(i)
+                groups[-1] = (idx, common)
                 continue
         groups.append(([i], len(r.ids)))
     return groups
