@@ -37,11 +37,20 @@ def rows(name: str, folder: Path) -> list[tuple[str, float, float, float, float]
     return out
 
 
+def sign(x: float) -> int:
+    """-1, 0 or +1: a Δ of exactly 0 (no query moved) agrees with neither a gain nor a loss."""
+    return (x > 0) - (x < 0)
+
+
 def agreement(deltas: list[tuple[float, float]]) -> str:
     if len(deltas) < 3:
         return f"{len(deltas)} variants: too few for a correlation"
-    same = sum((h > 0) == (s > 0) for h, s in deltas)
-    rho = spearmanr([h for h, _ in deltas], [s for _, s in deltas]).statistic
+    same = sum(sign(h) == sign(s) for h, s in deltas)
+    human, split = [h for h, _ in deltas], [s for _, s in deltas]
+    if len(set(human)) == 1 or len(set(split)) == 1:  # a rank correlation with a constant is undefined
+        side = "split" if len(set(split)) == 1 else "human set"
+        return f"sign agreement {same}/{len(deltas)}, Spearman ρ undefined: the {side} gives every variant the same Δ"
+    rho = spearmanr(human, split).statistic
     return f"sign agreement {same}/{len(deltas)}, Spearman ρ {rho:+.2f} over {len(deltas)} variants"
 
 
@@ -49,23 +58,31 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--name", action="append", required=True, help="the human set's folder name, once per dir")
     p.add_argument("dirs", nargs="+", type=Path, help="folders of gecko eval files (base.json + variants)")
+    p.add_argument("--also-without", action="append", default=[], metavar="VARIANT",
+                   help="also report the agreement without these variants (e.g. the deliberately bad run)")
     args = p.parse_args()
     if len(args.name) != len(args.dirs):
         sys.exit(f"{len(args.name)} --name for {len(args.dirs)} folders: give one --name per folder")
-    pooled = []
+    pooled, pooled_without = [], []
     for name, folder in zip(args.name, args.dirs):
         table = rows(name, folder)
         print(f"\n### {name} ({folder})\n")
         print(f"| variant | {name} nDCG@10 | Δ | split nDCG@10 | Δ | signs agree |")
         print("| --- | ---: | ---: | ---: | ---: | :---: |")
         for v, h, s, dh, ds in table:
-            agree = "" if v == "base" else ("yes" if (dh > 0) == (ds > 0) else "**no**")
+            agree = "" if v == "base" else ("yes" if sign(dh) == sign(ds) else "**no**")
             print(f"| {v} | {h:.2f} | {dh:+.2f} | {s:.2f} | {ds:+.2f} | {agree} |")
         deltas = [(dh, ds) for v, _, _, dh, ds in table if v != "base"]
         pooled += deltas
         print(f"\n{name}: {agreement(deltas)}")
+        if args.also_without:
+            kept = [(dh, ds) for v, _, _, dh, ds in table if v != "base" and v not in args.also_without]
+            pooled_without.extend(kept)
+            print(f"{name} without {', '.join(args.also_without)}: {agreement(kept)}")
     if len(args.dirs) > 1:
         print(f"\npooled: {agreement(pooled)}")
+        if args.also_without:
+            print(f"pooled without {', '.join(args.also_without)}: {agreement(pooled_without)}")
 
 
 if __name__ == "__main__":

@@ -71,14 +71,20 @@ def write_scores(path: Path, human: float, split: float) -> None:
 
 def test_agreement_table_signs_and_spearman(tmp_path):
     write_scores(tmp_path / "base.json", 50.0, 90.0)
-    # Δ human: +1, -2, +3, -4; Δ split: +0.5, -1, -2, -3 -> signs agree 3/4; ranks (3,2,4,1) vs (4,3,2,1)
-    for name, h, s in (("a", 51, 90.5), ("b", 48, 89), ("c", 53, 88), ("d", 46, 87)):
+    # Δ human: +1, -2, +3, -4, -1; Δ split: +0.5, -1, -2, -3, 0 -> signs agree 3/5 (a split Δ of 0 agrees with
+    # neither sign); ranks (4,2,5,1,3) vs (5,3,2,1,4)
+    for name, h, s in (("a", 51, 90.5), ("b", 48, 89), ("c", 53, 88), ("d", 46, 87), ("e", 49, 90)):
         write_scores(tmp_path / f"{name}.json", h, s)
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "split_agreement.py"), "--name", "set", str(tmp_path)],
                          capture_output=True, text=True, check=True).stdout
-    # Spearman by hand: d = (1, 1, -2, 0), 1 - 6*6 / (4*15) = 0.40
-    assert "sign agreement 3/4, Spearman ρ +0.40 over 4 variants" in out
+    # Spearman by hand: d = (-1, -1, 3, 0, -1), 1 - 6*12 / (5*24) = 0.40
+    assert "sign agreement 3/5, Spearman ρ +0.40 over 5 variants" in out
+    assert "| e | 49.00 | -1.00 | 90.00 | +0.00 | **no** |" in out
     assert "| c | 53.00 | +3.00 | 88.00 | -2.00 | **no** |" in out
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "split_agreement.py"), "--name", "set", str(tmp_path),
+                          "--also-without", "c", "--also-without", "e"], capture_output=True, text=True, check=True).stdout
+    # without c and e: Δ human (1, -2, -4), Δ split (0.5, -1, -3): the same order, ρ = 1
+    assert "set without c, e: sign agreement 3/3, Spearman ρ +1.00 over 3 variants" in out
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "split_agreement.py"), "--name", "other", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "no scores for ['other']" in proc.stderr
