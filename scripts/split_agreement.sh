@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/demo_env.sh
 NAME=${NAME:?set NAME to the human set folder name, e.g. scifact}
-VARIANTS=${VARIANTS:-mix-s0 lr100x fret-only raw pos-seed neg-random}
+VARIANTS=${VARIANTS:-mix-s0 mix-s1 lr100x fret-only raw pos-seed neg-random}
 dir="$OUT/agree"
 mkdir -p "$dir"
 start=$(date +%s)
