@@ -17,8 +17,9 @@ terms are non-commercial, so the folder is written under outputs/ and not shippe
 """
 
 import argparse
-import json
 from pathlib import Path
+
+from make_wikiqa_beir import write  # the same BEIR file layout; scripts/ is on the path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT.parent / "shared" / "data" / "quora_qp_bimpm_partition"
@@ -65,14 +66,6 @@ def convert(rows, n_queries: int, corpus_size: int):
             if text and key not in corpus and key not in query_texts and len(corpus) < corpus_size:
                 corpus[key] = {"_id": f"n{pid}{side}", "title": "", "text": text}
     return list(corpus.values()), queries, qrels
-
-
-def write(out: Path, corpus, queries, qrels) -> None:
-    (out / "qrels").mkdir(parents=True, exist_ok=True)
-    for name, rows in (("corpus.jsonl", corpus), ("queries.jsonl", queries)):
-        (out / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    body = "".join(f"{q}\t{d}\t1\n" for q, d in qrels)
-    (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + body, encoding="utf-8")
 
 
 def main() -> None:

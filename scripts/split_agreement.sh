@@ -59,7 +59,7 @@ for v in $VARIANTS; do
   fi
   run="$dir/fit-$v"
   rm -rf "$run"
-  FIT_CONFIG=$config gecko fit --config "$config" --model.model_name_or_path="$BASE_MODEL" \
+  gecko fit --config "$config" --model.model_name_or_path="$BASE_MODEL" \
     "$(FIT_CONFIG=$config fret_data_arg "$data")" --data.init_args.seed="$seed" --seed_everything="$seed" \
     --trainer.default_root_dir="$run" "${extra[@]}"
   score "$(find "$run" -name '*.ckpt' | sort | tail -n 1)" "$dir/$v.json" "${sts[@]}"
