@@ -14,19 +14,14 @@ build:
 """
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
 
+from data_builders.corpus import read_jsonl
+from data_builders.fret.stages import choose
+
 WORD = re.compile(r"[a-z0-9]+")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise SystemExit(f"{path}: missing; name the output_dir of a finished `gecko build fret`")
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def words(text: str | None) -> set[str]:
@@ -35,9 +30,12 @@ def words(text: str | None) -> set[str]:
 
 def stats(build: Path) -> dict[str, float]:
     stages = build / "stages"
-    corpus = {str(r.get("_id", r.get("id"))): r for r in read_jsonl(stages / "corpus.jsonl")}
-    generated = read_jsonl(stages / "generate.jsonl")
-    reranked = read_jsonl(stages / "rerank.jsonl")
+    try:
+        corpus = {str(r.get("_id", r.get("id"))): r for r in read_jsonl(stages / "corpus.jsonl")}
+        generated = read_jsonl(stages / "generate.jsonl")
+        reranked = read_jsonl(stages / "rerank.jsonl")
+    except FileNotFoundError as e:
+        raise SystemExit(f"{e}; name the output_dir of a finished `gecko build fret`") from None
     overlaps, lengths = [], []
     for row in generated:
         query = words(row.get("query"))
@@ -54,7 +52,8 @@ def stats(build: Path) -> dict[str, float]:
         "overlap": sum(overlaps) / max(1, len(overlaps)),
         "words": sum(lengths) / max(1, len(lengths)),
         "seed_at_1": sum(r.get("seed_retrieval_rank") == 1 for r in reranked) / n,
-        "ql_moves": sum(min(r["candidates"], key=lambda c: c["r_ql"])["id"] != r["seed_id"] for r in reranked) / n,
+        # the positive `select.positive: ql_top1` would choose, by the build's own rule
+        "ql_moves": sum(choose(r, "ql_top1", "none", 0)[0] != r["seed_id"] for r in reranked) / n,
     }
 
 
