@@ -247,8 +247,13 @@ class SelectConfig:
     positive: Literal["llm_top1", "ql_top1", "seed"] = "llm_top1"
     """llm_top1 (the fused QL+RC top candidate, the paper's) | ql_top1 (the top candidate by QL alone,
     for an LLM whose RC judgement is weak: measure it with `gecko eval rerank`) | seed."""
-    negative: Literal["lowest", "random", "none"] = "lowest"
-    """lowest (rank N) | random (another candidate) | none."""
+    negative: Literal["lowest", "random", "margin", "none"] = "lowest"
+    """lowest (rank N) | random (another candidate) | margin (positive-aware: the candidate the embedder
+    scores highest below `negative_margin` times the positive's score, none when no candidate is that far
+    below; NV-Retriever's TopK-PercPos) | none."""
+    negative_margin: float = 0.95
+    """negative `margin`: a candidate is a negative only when the embedder scores it below this fraction of
+    the positive's score (NV-Retriever: 0.95). In (0, 1]."""
 
 
 @dataclass

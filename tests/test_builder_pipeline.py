@@ -141,6 +141,63 @@ def test_choose_never_uses_the_seed_as_a_negative():
     assert choose(row, "llm_top1", "random", 0) == ("a", "b")  # the only other candidate
 
 
+def test_margin_negative_is_the_hardest_candidate_below_the_margin():
+    # By hand: positive a scores 0.80, so with margin 0.95 a negative must score below 0.76. b (0.79) is
+    # too close, a likely false negative; c (0.72) is the hardest that is far enough; d (0.50) is easier.
+    cands = [{"id": i, "retrieval_score": v} for i, v in [("a", 0.80), ("b", 0.79), ("s", 0.75), ("c", 0.72), ("d", 0.50)]]
+    row = {"seed_id": "s", "candidates": cands}
+    assert choose(row, "llm_top1", "margin", 0, 0.95) == ("a", "c")  # the seed (0.75) is never the negative
+    assert choose(row, "llm_top1", "margin", 0, 1.0) == ("a", "b")  # margin 1: the hardest other candidate
+    assert choose(row, "llm_top1", "margin", 0, 0.6) == ("a", None)  # 0.48: no candidate that far below
+    assert choose(row, "seed", "margin", 0, 0.95) == ("s", "d")  # held below the seed's 0.75: 0.7125, so not c
+    unretrieved = {"seed_id": "s", "candidates": [{**c, "retrieval_score": None} if c["id"] == "s" else c for c in cands]}
+    assert choose(unretrieved, "seed", "margin", 0, 0.95) == ("s", "d")  # no score to hold them below: lowest
+    with pytest.raises(ValueError, match="needs the embedder's candidate scores"):
+        choose({"seed_id": "s", "candidates": [{"id": "a"}, {"id": "s"}]}, "llm_top1", "margin", 0)
+
+
+def test_retrieve_keeps_the_embedders_score_of_each_candidate(built):
+    """The scores stored beside the candidates equal the embedder's own cosine, computed here afresh."""
+    from data_builders.index import embed, load_embedder
+
+    cfg = load_config(FAKE, {})
+    corpus = {json.loads(x)["id"]: json.loads(x) for x in (built / "stages" / "corpus.jsonl").read_text().splitlines()}
+    rows = [json.loads(x) for x in (built / "stages" / "retrieve.jsonl").read_text().splitlines()][:5]
+    encoder = load_embedder(cfg.retrieve, seed=cfg.corpus.seed)
+    rc = cfg.retrieve
+    for row in rows:
+        q = embed(encoder, [rc.query_format.format(task=row["task"], query=row["query"])], rc, show_progress=False)
+        docs = embed(encoder, [rc.doc_format.format(title=corpus[c]["title"] or "", text=corpus[c]["text"]).strip() for c in row["candidates"]],
+                     rc, show_progress=False)
+        expected = (docs @ q[0]).tolist()
+        got = row["scores"]
+        assert len(got) == len(row["candidates"])
+        for g, e in zip(got, expected):
+            assert g is None or g == pytest.approx(e, abs=1e-5)
+        known = [g for g in got if g is not None]
+        assert known == sorted(known, reverse=True)  # retrieval order
+    reranked = [json.loads(x) for x in (built / "stages" / "rerank.jsonl").read_text().splitlines()]
+    assert all("scores" not in r and all("retrieval_score" in c for c in r["candidates"]) for r in reranked)
+
+
+def test_margin_reselection_and_a_bad_margin(built, tmp_path, capsys):
+    out = tmp_path / "margin"
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(out), "--select.negative=margin"]) == 0
+    for r in read_records(out)[0]:
+        score = {c["id"]: c["retrieval_score"] for c in r.meta["candidates"]}
+        pos, neg = r.meta["positive_id"], r.meta["negative_id"]
+        others = [c for c in score if c not in (pos, r.meta["seed_id"])]  # fused order, best first
+        if score[pos] is None:  # a seed retrieval missed (this build has no round trip): the lowest
+            assert neg == others[-1]
+            continue
+        below = [c for c in others if score[c] is not None and score[c] < 0.95 * score[pos]]
+        assert neg == (max(below, key=score.get) if below else None)
+    bad = tmp_path / "bad"
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(bad), "--select.negative=margin",
+                     "--select.negative_margin=1.5"]) == 2
+    assert "select.negative_margin=1.5 must be in (0, 1]" in capsys.readouterr().err
+
+
 def test_ql_top1_takes_the_best_query_likelihood_not_the_fused_top():
     from data_builders.fret.stages import _fuse
 
@@ -155,7 +212,7 @@ def test_ql_top1_takes_the_best_query_likelihood_not_the_fused_top():
 def test_config_errors_name_the_bad_value():
     with pytest.raises(ValueError, match=r"unknown key or argument 'select.postive'; did you mean 'select.positive'\?"):
         load_config(FAKE, {"select.postive": "seed"})
-    with pytest.raises(ValueError, match=r"select.negative='hardest' is not valid: expected one of 'lowest', 'random', 'none'"):
+    with pytest.raises(ValueError, match=r"select.negative='hardest' is not valid: expected one of 'lowest', 'random', 'margin', 'none'"):
         load_config(FAKE, {"select.negative": "hardest"})
 
 

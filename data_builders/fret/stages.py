@@ -22,6 +22,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from gecko_lightning.errors import UserError
+
 from ..config import BuildConfig, LLMConfig
 from ..corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, write_jsonl
 from ..llm import LLM, CallFailed
@@ -152,16 +154,19 @@ def retrieve(ctx: Context) -> dict[str, Any]:
             continue
         queries_in += len(batch)
         texts = [rc.query_format.format(task=g["task"], query=g["query"]) for g in batch]
-        _, idx = index.search(embed(encoder, texts, rc, show_progress=False), max(rc.top_n, k_rt or 0))
-        for g, hits in zip(batch, idx):
+        sims, idx = index.search(embed(encoder, texts, rc, show_progress=False), max(rc.top_n, k_rt or 0))
+        for g, hits, hit_scores in zip(batch, idx, sims):
             ranked = [corpus[i]["id"] for i in hits if i >= 0]
             cands, seed_rank = candidates_with_seed(ranked, g["seed_id"], rc.top_n)
+            by_hit = {corpus[i]["id"]: float(s) for i, s in zip(hits, hit_scores) if i >= 0}
             if k_rt is not None and (seed_rank is None or seed_rank > k_rt):
                 dropped += 1
                 continue
             added += seed_rank is None or seed_rank > rc.top_n
             rows.append({**{k: g[k] for k in ("seed_id", "task_type", "task", "query")},
-                         "candidates": cands, "seed_retrieval_rank": seed_rank})
+                         "candidates": cands, "seed_retrieval_rank": seed_rank,
+                         # the embedder's score of each candidate; None for a seed it did not retrieve
+                         "scores": [by_hit.get(c) for c in cands]})
     bar.close()
     write_jsonl(ctx.stage_file("retrieve"), rows)
     ctx.models["embedder"] = rc.embedder
@@ -202,7 +207,8 @@ def rerank(ctx: Context) -> dict[str, Any]:
             if any(isinstance(v, CallFailed) for pair in mine for v in pair):
                 failed += 1  # dropped from this build, counted; a re-run scores it again
                 continue
-            out.append({**row, "candidates": _fuse(row["candidates"], [q for q, _ in mine], [r for _, r in mine])})
+            fused = _fuse(row["candidates"], [q for q, _ in mine], [r for _, r in mine], row.get("scores"))
+            out.append({**{k: v for k, v in row.items() if k != "scores"}, "candidates": fused})
         bar.update(len(chunk))
     bar.close()
     write_jsonl(ctx.stage_file("rerank"), out)
@@ -318,18 +324,28 @@ def _joint_scores(ctx, llm, prompt, pairs) -> list:
     return [(g, g) if isinstance(g, CallFailed) else (g[0], _logsumexp(g[1])) for g in got]
 
 
-def _fuse(ids: list[str], ql: list[float], rc: list[float]) -> list[dict[str, Any]]:
-    """Reciprocal-rank fusion R = 1/r_QL + 1/r_RC; returned best first with `rank` = fused rank."""
+def _fuse(ids: list[str], ql: list[float], rc: list[float], scores: list[float | None] | None = None) -> list[dict[str, Any]]:
+    """Reciprocal-rank fusion R = 1/r_QL + 1/r_RC; returned best first with `rank` = fused rank.
+
+    `scores`, the embedder's score of each candidate, ride along as `retrieval_score` (`select.negative: margin`)."""
     r_ql, r_rc = _ranks(ql), _ranks(rc)
     fused = [1 / a + 1 / b for a, b in zip(r_ql, r_rc)]
     cands = [{"id": c, "retrieval_rank": i + 1, "ql": ql[i], "rc": rc[i], "r_ql": r_ql[i], "r_rc": r_rc[i], "fused": fused[i]}
              for i, c in enumerate(ids)]
+    if scores is not None:
+        for cand, score in zip(cands, scores, strict=True):
+            cand["retrieval_score"] = score
     order = sorted(range(len(ids)), key=lambda i: (-fused[i], i))
     return [{**cands[i], "rank": rank} for rank, i in enumerate(order, start=1)]
 
 
-def choose(row: dict[str, Any], positive: str, negative: str, seed: int) -> tuple[str, str | None]:
-    """(positive id, negative id or None) from a re-ranked row; the seed is never a negative."""
+def choose(row: dict[str, Any], positive: str, negative: str, seed: int, margin: float = 0.95) -> tuple[str, str | None]:
+    """(positive id, negative id or None) from a re-ranked row; the seed is never a negative.
+
+    `margin` (negative `margin`, positive-aware mining as in NV-Retriever's TopK-PercPos): the negative is
+    the candidate the embedder scores highest among those it scores below `margin` times the positive's
+    score, so a candidate nearly as close as the positive, a likely false negative, is never chosen;
+    None when no candidate is that far below it."""
     cands = [c["id"] for c in row["candidates"]]  # fused order, best first
     if positive == "llm_top1":
         pos = cands[0]
@@ -337,21 +353,35 @@ def choose(row: dict[str, Any], positive: str, negative: str, seed: int) -> tupl
         pos = min(row["candidates"], key=lambda c: c["r_ql"])["id"]
     else:
         pos = row["seed_id"]
+    if negative == "margin" and "retrieval_score" not in row["candidates"][0]:
+        raise UserError("select.negative: margin needs the embedder's candidate scores, which this build's "
+                        "stages/rerank.jsonl does not hold (built before they were kept); build it again "
+                        "(--cache.path=<that build>/llm_cache.sqlite answers its LLM calls)")
     others = [c for c in cands if c not in (pos, row["seed_id"])]
     if negative == "none" or not others:
         return pos, None
     if negative == "lowest":
         return pos, others[-1]
+    if negative == "margin":
+        score = {c["id"]: c.get("retrieval_score") for c in row["candidates"]}
+        if score[pos] is None:  # a seed the embedder did not retrieve: no score to hold the others below
+            return pos, others[-1]
+        below = [c for c in others if score[c] is not None and score[c] < margin * score[pos]]
+        return pos, max(below, key=lambda c: score[c]) if below else None
     return pos, random.Random(f"{seed}:neg:{row['seed_id']}").choice(others)
 
 
 def select(ctx: Context) -> dict[str, Any]:
     """Positive/negative per re-ranked query; held-out seeds go to `stages/test.jsonl` (split.py), not training."""
     cfg = ctx.cfg
+    margin = cfg.select.negative_margin
+    if isinstance(margin, bool) or not 0 < margin <= 1:
+        raise UserError(f"select.negative_margin={margin!r} must be in (0, 1]: the fraction of the positive's "
+                        f"embedder score a negative must stay below (0.95 is NV-Retriever's)")
     rows = read_jsonl(ctx.stage_file("rerank"))
     everything = []
     for row in tqdm(rows, desc="select", unit="query"):
-        pos, neg = choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed)
+        pos, neg = choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed, cfg.select.negative_margin)
         everything.append({"seed_id": row["seed_id"], "positive_id": pos, "negative_id": neg})
     out, test, held_out = split.split(rows, everything, cfg.test_split)
     write_jsonl(ctx.stage_file("select"), out)
