@@ -158,7 +158,7 @@ def test_margin_negative_is_the_hardest_candidate_below_the_margin():
 
 def test_retrieve_keeps_the_embedders_score_of_each_candidate(built):
     """The scores stored beside the candidates equal the embedder's own cosine, computed here afresh."""
-    from data_builders.index import embed, load_embedder
+    from data_builders.index import doc_texts, embed, load_embedder
 
     cfg = load_config(FAKE, {})
     corpus = {json.loads(x)["id"]: json.loads(x) for x in (built / "stages" / "corpus.jsonl").read_text().splitlines()}
@@ -167,8 +167,7 @@ def test_retrieve_keeps_the_embedders_score_of_each_candidate(built):
     rc = cfg.retrieve
     for row in rows:
         q = embed(encoder, [rc.query_format.format(task=row["task"], query=row["query"])], rc, show_progress=False)
-        docs = embed(encoder, [rc.doc_format.format(title=corpus[c]["title"] or "", text=corpus[c]["text"]).strip() for c in row["candidates"]],
-                     rc, show_progress=False)
+        docs = embed(encoder, doc_texts([corpus[c] for c in row["candidates"]], rc), rc, show_progress=False)
         expected = (docs @ q[0]).tolist()
         got = row["scores"]
         assert len(got) == len(row["candidates"])

@@ -158,10 +158,10 @@ def retrieve(ctx: Context) -> dict[str, Any]:
         for g, hits, hit_scores in zip(batch, idx, sims):
             ranked = [corpus[i]["id"] for i in hits if i >= 0]
             cands, seed_rank = candidates_with_seed(ranked, g["seed_id"], rc.top_n)
-            by_hit = {corpus[i]["id"]: float(s) for i, s in zip(hits, hit_scores) if i >= 0}
             if k_rt is not None and (seed_rank is None or seed_rank > k_rt):
                 dropped += 1
                 continue
+            by_hit = {corpus[i]["id"]: float(s) for i, s in zip(hits, hit_scores) if i >= 0}
             added += seed_rank is None or seed_rank > rc.top_n
             rows.append({**{k: g[k] for k in ("seed_id", "task_type", "task", "query")},
                          "candidates": cands, "seed_retrieval_rank": seed_rank,
