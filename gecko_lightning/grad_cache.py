@@ -34,7 +34,9 @@ from torch import Tensor
 
 Features = dict[str, Tensor]
 Embed = Callable[[Features], Tensor]  # (c, T) token features -> (c, D) embeddings, with a graph when grad is on
-LossFn = Callable[[Tensor, Tensor, "Tensor | None", dict[str, Any]], Tensor]  # (q, pos, neg, batch) -> scalar
+# (q, pos, neg, batch, **other towers' embeddings by key) -> scalar
+LossFn = Callable[..., Tensor]
+TRIPLET = ("query", "positive", "negative")
 
 
 @dataclass
@@ -175,8 +177,9 @@ def grad_cache_step(embed: Embed, loss_fn: LossFn, params: Iterable[Tensor], bat
     """A training step's loss with a gradient cache: (a scalar to backpropagate as usual, the detached
     (B, D) embeddings of each tower for logging).
 
-    towers: the batch keys to embed, ("query", "positive"[, "negative"]); `loss_fn(q, pos, neg, batch)`
-    sees them in that order (neg None without a third tower). params: what the replay differentiates
+    towers: the batch keys to embed, ("query", "positive"[, "negative"][, others]); `loss_fn(q, pos, neg,
+    batch, **others)` sees them in that order (neg None without a third tower; `candidates`, the list
+    passages of a distillation term, arrives as a keyword). params: what the replay differentiates
     (the trainable parameters). The scalar's value equals `loss_fn` on the whole batch, and after
     `.backward()` the parameter gradients equal the plain step's (with dropout, since each chunk
     replays its random state).
@@ -185,9 +188,10 @@ def grad_cache_step(embed: Embed, loss_fn: LossFn, params: Iterable[Tensor], bat
     embedded = {k: embed_in_chunks(embed, batch[k], size) for k in towers}
     leaves = {k: emb.detach().requires_grad_() for k, (emb, _) in embedded.items()}  # (B, D) each
     with torch.enable_grad():
-        loss = loss_fn(leaves["query"], leaves["positive"], leaves.get("negative"), batch)
+        others = {k: v for k, v in leaves.items() if k not in TRIPLET}
+        loss = loss_fn(leaves["query"], leaves["positive"], leaves.get("negative"), batch, **others)
         grads = torch.autograd.grad(loss, list(leaves.values()))  # collective under DDP: every rank runs it
-    chunks = [c for k in towers for c in embedded[k][1]]  # replay order: query, positive, negative chunks
+    chunks = [c for k in towers for c in embedded[k][1]]  # replay order: the towers' chunks, tower by tower
     chunk_grads = [g for grad in grads for g in grad.split(size)]  # (c, D) each, same order
     anchor = torch.zeros((), device=loss.device, requires_grad=True)  # gives the surrogate a backward
     replay = _Replay(embed, [p for p in params if p.requires_grad], chunks, chunk_grads)

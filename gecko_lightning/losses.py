@@ -20,6 +20,7 @@ from torch import Tensor
 from gecko_lightning.distributed import gather_with_grad, rank_and_world
 
 HARD_NEGATIVES = ("own", "all", "none")
+DISTILL = ("none", "kl", "margin_mse")
 
 
 def _check_inputs(q: Tensor, pos: Tensor, neg: Tensor | None, temperature: float, hard_negatives: str) -> None:
@@ -142,6 +143,73 @@ def matryoshka_loss(
         w * contrastive_loss(_truncate(q, d), _truncate(pos, d), _truncate(neg, d), **loss_kwargs)
         for d, w in zip(dims, weights)
     )
+
+
+def list_scores(q: Tensor, cands: Tensor, index: Tensor) -> Tensor:
+    """s(q_i, c_ik): (B, D) queries, (M, D) candidate passages, (B, K) indices into them -> (B, K).
+    A padded slot (index -1) gets 0; `distill_loss` masks it."""
+    picked = cands[index.clamp(min=0)]  # (B, K, D)
+    return torch.einsum("bd,bkd->bk", q, picked)
+
+
+def distill_loss(
+    q: Tensor,
+    cands: Tensor,
+    index: Tensor,
+    teacher: Tensor,
+    *,
+    kind: str = "kl",
+    teacher_temperature: float = 1.0,
+    student_temperature: float = 0.05,
+) -> Tensor:
+    """The teacher's judgement over each query's candidate list, distilled into the embedder.
+
+    q: (B, D) and cands: (M, D), L2-normalised; index: (B, K) rows of `cands` in each query's list,
+    -1 where a list is shorter; teacher: (B, K) the LLM's scores of the same passages. Slot 0 of a
+    list is the record's positive (what `margin_mse` measures margins from).
+      kl:         KL(softmax(teacher/T_t) || softmax(s/T_s)) over the list (Tamber et al. 2025; ART);
+      margin_mse: mean over k >= 1 of ((s_0 - s_k)/T_s - (t_0 - t_k)/T_t)^2 (GPL's MarginMSE, with
+                  both sides on a logit scale: cosines and log-likelihoods differ in range).
+    Rows with fewer than two candidates add nothing. The sum over rows is divided by the number of
+    rows with a list in the *global* batch, times the world size, so that under DDP's gradient
+    averaging the gradient equals that of one process on the concatenated batch (cf. `contrastive_loss`).
+    """
+    if kind not in DISTILL[1:]:
+        raise ValueError(f"distill kind must be one of {DISTILL[1:]}, got {kind!r}")
+    if not (teacher_temperature > 0 and student_temperature > 0):
+        raise ValueError(f"temperatures must be > 0, got teacher {teacher_temperature}, student {student_temperature}")
+    if index.shape != teacher.shape or index.shape[0] != q.shape[0]:
+        raise ValueError(f"index {tuple(index.shape)} and teacher {tuple(teacher.shape)} must both be (B={q.shape[0]}, K)")
+    q, cands = _upcast(q), _upcast(cands)
+    valid = index >= 0  # (B, K)
+    rows = valid.sum(1) >= 2  # (B,)
+    student = list_scores(q, cands, index) / student_temperature  # (B, K)
+    target = teacher.to(student.dtype) / teacher_temperature  # (B, K)
+    if kind == "kl":
+        log_s = student.masked_fill(~valid, float("-inf")).log_softmax(-1)
+        log_t = target.masked_fill(~valid, float("-inf")).log_softmax(-1)
+        per = torch.where(valid, log_t.exp() * (log_t - log_s), torch.zeros_like(student)).sum(-1)  # (B,)
+    else:
+        gap = (student[:, :1] - student) - (target[:, :1] - target)  # (B, K); slot 0 is 0 by construction
+        pairs = valid.clone()
+        pairs[:, 0] = False
+        per = torch.where(pairs, gap.square(), torch.zeros_like(gap)).sum(-1) / pairs.sum(-1).clamp(min=1)  # (B,)
+    per = torch.where(rows, per, torch.zeros_like(per))
+    _, world = rank_and_world()
+    count = gather_with_grad(rows.sum().view(1)).sum().clamp(min=1)  # global rows with a list; no grad
+    return per.sum() * world / count
+
+
+def matryoshka_distill_loss(
+    q: Tensor, cands: Tensor, index: Tensor, teacher: Tensor, *, dims: Sequence[int] | None,
+    weights: Sequence[float] | None = None, **kwargs,
+) -> Tensor:
+    """Σ_k w_k · distill_loss on the first dims[k] dimensions, re-normalised; the full dim alone when dims is None."""
+    if not dims:
+        return distill_loss(q, cands, index, teacher, **kwargs)
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    return sum(w * distill_loss(_truncate(q, d), _truncate(cands, d), index, teacher, **kwargs)
+               for d, w in zip(dims, weights))
 
 
 @torch.no_grad()

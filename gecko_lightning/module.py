@@ -20,7 +20,9 @@ from gecko_lightning.checkpoint import DATA_KEY, ENCODER_KEY, encoder_record
 from gecko_lightning.encoder import GeckoEncoder, Pooling, drop_unused_pooler
 from gecko_lightning.errors import UserError
 from gecko_lightning.grad_cache import check_strategy, grad_cache_step
-from gecko_lightning.losses import HARD_NEGATIVES, contrastive_loss, in_batch_accuracy, matryoshka_loss
+from gecko_lightning.losses import (
+    DISTILL, HARD_NEGATIVES, contrastive_loss, in_batch_accuracy, matryoshka_distill_loss, matryoshka_loss,
+)
 from gecko_lightning.rng import rng_states, set_rng_states
 from gecko_lightning.text_format import Template
 
@@ -49,6 +51,10 @@ class GeckoModule(L.LightningModule):
         compile: bool = False,
         attn_implementation: str | None = None,
         pooling: Pooling | None = None,
+        distill: Literal["none", "kl", "margin_mse"] = "none",
+        distill_weight: float = 1.0,
+        teacher_temperature: float = 1.0,
+        student_temperature: float | None = None,
     ) -> None:
         """
         Args:
@@ -75,12 +81,24 @@ class GeckoModule(L.LightningModule):
                 pad tokens the mask marks; None keeps transformers' default (sdpa where supported).
             pooling: "mean" (the paper), "cls" or "lasttoken" (the last token the attention mask keeps);
                 None follows the base model's folder (a sentence-transformers modules.json), else mean.
+            distill: add the LLM's judgement over each FRet query's candidate list to Eq. 3: "kl" (its
+                softmax over the list, matched by the embedder's), "margin_mse" (its score margins between
+                the positive and each candidate), or "none" (Eq. 3 alone, bit for bit). The DataModule then
+                attaches each record's list (`data.init_args.list_size`, `data.init_args.teacher_score`).
+            distill_weight: weight of the distillation term; 0 computes and logs it without training on it.
+            teacher_temperature: T of the teacher's scores (QL: mean token log-likelihoods); lower is sharper.
+            student_temperature: T of the embedder's cosines in the distillation term; None = `temperature`.
         """
         super().__init__()
         if not temperature > 0:
             raise UserError(f"model.temperature must be > 0, got {temperature}; the paper's default is 0.05")
         if hard_negatives not in HARD_NEGATIVES:
             raise UserError(f"model.hard_negatives must be one of {HARD_NEGATIVES}, got {hard_negatives!r}")
+        if distill not in DISTILL:
+            raise UserError(f"model.distill must be one of {DISTILL}, got {distill!r}")
+        if not (teacher_temperature > 0 and (student_temperature is None or student_temperature > 0)):
+            raise UserError(f"model.teacher_temperature ({teacher_temperature}) and model.student_temperature "
+                            f"({student_temperature}) must be > 0 (student null = model.temperature)")
         if matryoshka_weights is not None and (matryoshka_dims is None or len(matryoshka_weights) != len(matryoshka_dims)):
             raise UserError(f"model.matryoshka_weights {matryoshka_weights} need one weight per matryoshka_dims entry ({matryoshka_dims})")
         self.save_hyperparameters()
@@ -108,8 +126,25 @@ class GeckoModule(L.LightningModule):
         """(B, T) token features -> (B, D) L2-normalised embeddings."""
         return self.encoder(features["input_ids"], features["attention_mask"])
 
-    def compute_loss(self, q: Tensor, pos: Tensor, neg: Tensor | None, batch: Batch) -> Tensor:
-        """The configured loss on precomputed embeddings; GradCache calls it on cached ones too."""
+    def compute_loss(self, q: Tensor, pos: Tensor, neg: Tensor | None, batch: Batch,
+                     candidates: Tensor | None = None) -> Tensor:
+        """The configured loss on precomputed embeddings; GradCache calls it on cached ones too.
+
+        `candidates`: (M, D) embeddings of the batch's list passages (`batch["candidates"]`), when
+        `model.distill` is on; the distillation term then joins Eq. 3 with `distill_weight`."""
+        loss = self._contrastive(q, pos, neg, batch)
+        self._terms = {"contrastive": loss.detach()}
+        if candidates is None:
+            return loss
+        hp = self.hparams
+        term = matryoshka_distill_loss(
+            q, candidates, batch["list_index"], batch["list_scores"], dims=hp.matryoshka_dims,
+            weights=hp.matryoshka_weights, kind=hp.distill, teacher_temperature=hp.teacher_temperature,
+            student_temperature=hp.student_temperature or hp.temperature)
+        self._terms["distill"] = term.detach()
+        return loss + hp.distill_weight * term
+
+    def _contrastive(self, q: Tensor, pos: Tensor, neg: Tensor | None, batch: Batch) -> Tensor:
         hp = self.hparams
         kwargs = dict(
             temperature=hp.temperature,
@@ -124,12 +159,16 @@ class GeckoModule(L.LightningModule):
         return contrastive_loss(q, pos, neg, **kwargs)
 
     def _towers(self, batch: Batch) -> list[str]:
-        """The batch keys to embed: the negative side only when the loss uses it."""
-        return ["query", "positive"] + (["negative"] if "negative" in batch and self.hparams.hard_negatives != "none" else [])
+        """The batch keys to embed: the negative side only when the loss uses it, the list passages
+        only when a distillation term is on and the batch has lists (an NLI batch has none)."""
+        towers = ["query", "positive"] + (["negative"] if "negative" in batch and self.hparams.hard_negatives != "none" else [])
+        return towers + (["candidates"] if "candidates" in batch and self.hparams.distill != "none" else [])
 
-    def _embed_batch(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
-        q, pos, *neg = (self.embed(batch[k]) for k in self._towers(batch))  # (B, D) each
-        return q, pos, neg[0] if neg else None
+    def _step_loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """(loss, q, pos) of a plain (uncached) step."""
+        emb = {k: self.embed(batch[k]) for k in self._towers(batch)}  # (B, D) each; candidates (M, D)
+        loss = self.compute_loss(emb["query"], emb["positive"], emb.get("negative"), batch, emb.get("candidates"))
+        return loss, emb["query"], emb["positive"]
 
     def grad_cache_step(self, batch: Batch) -> Tensor:
         """The training loss with a gradient cache (`model.grad_cache_chunk_size` texts per chunk);
@@ -143,20 +182,17 @@ class GeckoModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         if self.hparams.grad_cache_chunk_size:
             return self.grad_cache_step(batch)
-        q, pos, neg = self._embed_batch(batch)
-        loss = self.compute_loss(q, pos, neg, batch)
+        loss, q, pos = self._step_loss(batch)
         self._log_step("train", loss, q, pos)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        q, pos, neg = self._embed_batch(batch)
-        loss = self.compute_loss(q, pos, neg, batch)
+        loss, q, pos = self._step_loss(batch)
         self._log_step("val", loss, q, pos)
         return loss
 
     def test_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        q, pos, neg = self._embed_batch(batch)
-        loss = self.compute_loss(q, pos, neg, batch)
+        loss, q, pos = self._step_loss(batch)
         self._log_step("test", loss, q, pos)
         return loss
 
@@ -164,6 +200,9 @@ class GeckoModule(L.LightningModule):
         on_step = stage == "train"
         b = q.shape[0]
         self.log(f"{stage}/loss", loss.detach(), prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
+        if self.hparams.distill != "none":  # each term of the sum, so a sweep can see which one moved
+            for name, value in getattr(self, "_terms", {}).items():
+                self.log(f"{stage}/loss_{name}", value, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         acc = in_batch_accuracy(q.detach(), pos.detach())
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         if on_step and self._trainer is not None and self.trainer.optimizers:
@@ -171,9 +210,15 @@ class GeckoModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Record the DataModule's text format on the encoder: checkpoints and exports then carry it."""
-        template = getattr(getattr(self._trainer, "datamodule", None), "template", None)
+        datamodule = getattr(self._trainer, "datamodule", None)
+        template = getattr(datamodule, "template", None)
         if isinstance(template, Template):
             self.encoder.text_format = template
+        if self.hparams.distill != "none":
+            if not hasattr(datamodule, "attach_lists"):
+                raise UserError(f"model.distill={self.hparams.distill!r} needs candidate lists from the DataModule; "
+                                f"{type(datamodule).__name__} has none: use gecko_lightning.data.MixtureDataModule or FRetDataModule")
+            datamodule.attach_lists()
 
     # ---- checkpoints: the encoder's own record, and an exact resume ---------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
