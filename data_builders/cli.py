@@ -128,6 +128,10 @@ def execute(args: Namespace) -> dict[str, Any]:
         from .fret.runner import run
 
         stats = run(cfg, args.stage.split(",") if args.stage else None, force=args.force)
+    if cfg.tracking.wandb:
+        from .tracking import log_finished
+
+        log_finished(cfg, Path(cfg.output_dir) if args.merge or args["from"] else None)
     if args.push_to_hub:
         from .hub_card import push_build
 

@@ -6,6 +6,7 @@
     cache:    the SQLite file that remembers every LLM call
     shard:    which part of the seeds this process builds
     test_split: the seeds held out of training as a label-free BEIR test set
+    tracking: whether the build logs itself to W&B (off by default)
 
 Loading goes through one jsonargparse parser (`build_parser`), so `gecko build fret`, `load_config`
 and any command that reads a build config check types, name `Literal` choices and print the same
@@ -306,6 +307,27 @@ class SplitConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """`tracking`: log the build to W&B (docs/tracking.md). It changes no file of the build and is not part
+    of the build's identity: the manifest leaves it out, so turning it on reuses a finished build."""
+
+    wandb: bool = False
+    """Log a run of job_type `build`: the manifest's counts and timings as its summary, a table of sample
+    records, and the build folder as a `dataset` artifact. Offline (under `<output_dir>/wandb/`) unless a
+    W&B key is set; `gecko sync` uploads it later."""
+    project: str = "gecko"
+    """W&B project."""
+    mode: Literal["online", "offline", "disabled"] | None = None
+    """online | offline | disabled; null: $WANDB_MODE, else offline in CI or without an API key."""
+    artifact: str | None = None
+    """Name of the dataset artifact; default the build folder's name. W&B versions it by content."""
+    table_rows: int = 100
+    """Records in the table: the first ones in shard order (the seeds are sampled at random)."""
+    reference_above_mb: float = 100.0
+    """Files larger than this (MiB) are logged by `file://` reference (path, size and md5; no upload)."""
+
+
+@dataclass
 class BuildConfig:
     """One FRet build: the sections below, each a typed dataclass whose defaults YAML and flags override."""
 
@@ -322,9 +344,11 @@ class BuildConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     shard: ShardConfig = field(default_factory=ShardConfig)
     test_split: SplitConfig = field(default_factory=SplitConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What the build is: every section but `tracking`, which changes no file (the manifest stores this)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "tracking"}
 
 
 # ---- loading: one jsonargparse parser for `gecko build fret`, `load_config` and other commands ----

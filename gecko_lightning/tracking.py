@@ -5,58 +5,35 @@ run is written offline under `<trainer.default_root_dir>/wandb/` and `wandb sync
 it later; `--trainer.logger=false` or a CSVLogger replace it. Everything here writes on rank 0 only.
 
     GeckoWandbLogger   WandbLogger whose mode is resolved so that it never asks for a login
-    GeckoSaveConfig    logs the resolved config, the git commit and the data manifests to every logger
+    GeckoSaveConfig    logs the resolved config, the git commit, the data manifests and the dataset
+                       artifacts the data came from (`inputs`, artifacts.py) to every logger
+    log_export         the fit's exported model as a `model` artifact of its run (`export_model`)
     Throughput         triples/s and non-pad tokens/s, one host sync per logging interval
 """
 
 from __future__ import annotations
 
-import netrc
 import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlparse
+from typing import Any
 
 import lightning as L
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch import Tensor
 
+from gecko_lightning.artifacts import (  # noqa: F401  (MODES, WandbMode, has_wandb_api_key: re-exported)
+    MODES, RECORD, WandbMode, artifact_name, declare_inputs, folder_inputs, has_wandb_api_key, log_folder,
+    read_run_record, resolve_wandb_mode, write_run_record,
+)
 from gecko_lightning.data.schema import read_manifest
 
-WandbMode = Literal["online", "offline", "disabled"]
-MODES = ("online", "offline", "disabled")
 # Manifest keys too bulky for a run's config (per-stage logs, shard lists); the manifest file keeps them.
 _MANIFEST_SKIP = ("shards", "stages")
-
-
-def has_wandb_api_key() -> bool:
-    """True when `wandb login` (netrc) or WANDB_API_KEY provides a key; never touches the network."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-
-
-def resolve_wandb_mode(mode: str | None = None) -> str:
-    """The W&B mode to use: explicit `mode`, else $WANDB_MODE, else offline in CI or without a key, else online."""
-    if mode is not None:
-        if mode not in MODES:
-            raise ValueError(f"W&B mode {mode!r} is not one of {MODES}; use offline for air-gapped machines")
-        return mode
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    if os.environ.get("CI") or not has_wandb_api_key():
-        return "offline"
-    return "online"
-
 
 class GeckoWandbLogger(WandbLogger):
     """`WandbLogger` that runs offline (and says where) unless a W&B key is available."""
@@ -71,6 +48,7 @@ class GeckoWandbLogger(WandbLogger):
         mode: WandbMode | None = None,
         save_dir: str | None = None,
         log_model: bool = False,
+        export_model: str | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -83,6 +61,8 @@ class GeckoWandbLogger(WandbLogger):
             mode: online | offline | disabled; None = $WANDB_MODE, else offline in CI or without an API key.
             save_dir: Parent of the `wandb/` run folders; `gecko fit` fills in trainer.default_root_dir.
             log_model: Upload checkpoints as W&B artifacts (online runs only).
+            export_model: After a successful fit, `gecko export` the last checkpoint into this folder and log
+                it as a `model` artifact of this run, offline too (docs/tracking.md); None: neither.
         """
         self.mode = resolve_wandb_mode(mode)
         group = group or os.environ.get("WANDB_RUN_GROUP")
@@ -90,9 +70,11 @@ class GeckoWandbLogger(WandbLogger):
             Path(save_dir).mkdir(parents=True, exist_ok=True)  # wandb falls back to /tmp if it is missing
         super().__init__(
             project=project, entity=entity, name=name, group=group, tags=tags, mode=self.mode,
-            save_dir=save_dir, log_model=log_model, **kwargs,
+            save_dir=save_dir, log_model=log_model, **{"job_type": "fit", **kwargs},
         )
         self._announced = False
+        self.export_model = export_model
+        self._last_checkpoint: str | None = None
 
     @property
     def experiment(self):  # noqa: ANN201 - wandb's Run, imported lazily
@@ -103,6 +85,16 @@ class GeckoWandbLogger(WandbLogger):
             rank_zero_info(f"W&B is offline: the run is in {folder}; upload it later with `wandb sync {folder}`")
             self._announced = True
         return run
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:  # noqa: ANN001 - a ModelCheckpoint
+        super().after_save_checkpoint(checkpoint_callback)
+        self._last_checkpoint = checkpoint_callback.last_model_path or checkpoint_callback.best_model_path or None
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        super().finalize(status)
+        if status == "success" and self.export_model and self.mode != "disabled":
+            log_export(self.experiment, self._last_checkpoint, self.export_model)
 
 
 def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
@@ -159,11 +151,36 @@ class GeckoSaveConfig(SaveConfigCallback):
         params.pop("config", None)  # the --config file paths: the resolved values are already here
         params["git"] = git_info()
         params["data_manifest"] = data_manifests(trainer.datamodule)
+        # The dataset artifacts of the builds it trains on (name, digest): W&B refuses use_artifact offline.
+        params["inputs"] = inputs = folder_inputs(data_paths(trainer.datamodule).values())
         for logger in trainer.loggers:
             logger.log_hyperparams(params)
             if isinstance(logger, WandbLogger) and getattr(logger, "mode", None) != "disabled" and logger.experiment.dir:
                 # The exact YAML, so `gecko fit --config gecko_config.yaml` repeats the run.
                 (Path(logger.experiment.dir) / "gecko_config.yaml").write_text(text)
+                declare_inputs(logger.experiment, inputs)
+                write_run_record(logger.experiment, "fit", inputs, outputs=[])
+
+
+def log_export(run, checkpoint: str | None, out_dir: str | Path) -> dict[str, Any] | None:
+    """`gecko export` `checkpoint` into `out_dir` and log that folder as a `model` artifact of `run`.
+
+    The artifact is named `model-<run id>`, as Lightning names its checkpoint artifacts; the folder gets
+    its record (wandb_artifact.json), so `gecko eval --wandb --model out_dir` declares it as its input.
+    """
+    from gecko_lightning.export import export  # loads the model: only at the end of a fit that asks for it
+
+    if not checkpoint or not Path(checkpoint).exists():
+        rank_zero_info(f"export_model: no checkpoint was saved, so nothing was exported to {out_dir}")
+        return None
+    export(checkpoint, out_dir, overwrite=True)
+    files = [p for p in Path(out_dir).rglob("*") if p.is_file() and p.name != RECORD]
+    record = log_folder(run, out_dir, artifact_name(f"model-{run.id}"), "model", files,
+                        metadata={"checkpoint": str(checkpoint)})
+    previous = read_run_record(Path(run.dir).parent) or {}
+    write_run_record(run, "fit", previous.get("inputs", []), outputs=[record])
+    rank_zero_info(f"exported {checkpoint} to {out_dir} and logged it as W&B artifact {record['name']} (model)")
+    return record
 
 
 def _count_tokens(batch: dict[str, Any]) -> Tensor | None:

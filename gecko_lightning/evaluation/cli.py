@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="stored in the --output file's _meta.labels, e.g. --label variant=tuned --label seed=0; "
                         "`gecko report` groups eval files by them")
+    p.add_argument("--wandb", action="store_true", help="log a W&B run of job_type eval: the scores, a table with one row "
+                   "per dataset, the model's artifact as its input; offline unless a key is set (docs/tracking.md)")
+    p.add_argument("--wandb-project", default="gecko", help="with --wandb: the W&B project")
+    p.add_argument("--wandb-dir", default=None, help="with --wandb: the parent of its wandb/ run folder "
+                   "(default: the --output file's folder, else the current one)")
     return p
 
 
@@ -137,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"labels": labels, "model": args.model, "prompts": prompts, "split": args.split, "dims": args.dims}
         write_results(Path(args.output), results, meta)
         print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
+    if args.wandb:
+        from gecko_lightning.artifacts import log_eval
+
+        config = {"labels": labels, "model": args.model, "prompts": args.prompts, "split": args.split, "dims": args.dims}
+        log_eval(results, config, args.model, args.wandb_dir or (Path(args.output).parent if args.output else "."), args.wandb_project)
     return 0
 
 
