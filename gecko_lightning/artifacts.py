@@ -217,6 +217,7 @@ def offline_graph(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         record = read_run_record(folder) or {}
         (wandb_file,) = folder.glob("*.wandb")
         rows.append({"run": folder.name, "path": str(folder), "job_type": record.get("job_type"),
+                     "project": record.get("project") or "gecko", "entity": record.get("entity"),
                      "outputs": [a for a in offline_artifacts(wandb_file) if a["type"] != "run_table"],
                      "inputs": record.get("inputs", [])})
     return rows

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "export": "gecko_lightning.export:main",
     "sweep": "gecko_lightning.sweep:main",
     "report": "gecko_lightning.report:main",
+    "sync": "gecko_lightning.sync:main",
 }
 USAGE = "usage: gecko {" + ",".join(LIGHTNING_COMMANDS + tuple(SUBCOMMANDS)) + "} ... (gecko <command> --help)"
 
