@@ -47,7 +47,7 @@ class CorpusConfig:
     limit: int | None = None
     """Read only the first `limit` passages (the corpus that retrieval searches)."""
     num_seeds: int | None = None
-    """Sample this many seed passages from the corpus (all when null)."""
+    """Sample this many seed passages from the corpus (all when null; none when null and `queries` is set)."""
     seed: int = 0
     """Seeds the seed sampling, the few-shot rotation and `negative: random`."""
     max_passage_tokens: int = 256
@@ -70,6 +70,15 @@ class CorpusConfig:
     """Documents: estimated Jaccard similarity of word 3-grams from which `near_duplicates` drops a passage."""
     on_error: Literal["skip", "raise"] = "skip"
     """Documents: skip (and list in the manifest) a file that cannot be decoded or parsed, or raise an error."""
+    queries: str | None = None
+    """Your own queries, without labels (a search log, tickets, FAQ questions): a JSONL with `_id` (or `id`)
+    and `text`, a TSV of id and text, or a text file of one query per line. Each retrieves over the corpus
+    and the LLM scores its list as for a generated query; they replace generation unless `num_seeds` asks
+    for generated queries too."""
+    queries_task: str = "Given a search query, find the passage that answers it"
+    """The task instruction of the `queries` (one line): the LLM's prompts and the embedder see it with each query."""
+    max_query_tokens: int = 64
+    """`queries` longer than this (LLM tokens; words for the fake/openai backends) are cut; the manifest counts them."""
 
 
 @dataclass

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from gecko_lightning.data.schema import (
-    MANIFEST, Passage, Record, dataset_files, read_manifest, write_manifest, write_records,
+    LIST_PASSAGES, MANIFEST, Passage, Record, dataset_files, read_manifest, write_manifest, write_records,
 )
 from gecko_lightning.errors import UserError, keep_on_os_error
 
 from .. import corpus
 from ..config import BuildConfig
-from ..corpus import file_sha256, read_jsonl, write_json
+from ..corpus import file_sha256, read_jsonl, write_json, write_jsonl
 from . import split, stages
 from .context import LLM_STAGES, STAGES, Context
 from .sharding import resolve_shard, shard_dir
@@ -183,17 +183,18 @@ def _passage(row: dict[str, Any]) -> Passage:
 def build_records(ctx: Context) -> list[Record]:
     """One record per selected query; `meta` holds every candidate's scores so ablations re-select offline."""
     by_id = {r["id"]: r for r in read_jsonl(ctx.stage_file("corpus"))}
-    chosen = {s["seed_id"]: s for s in read_jsonl(ctx.stage_file("select"))}
+    chosen = {split.row_key(s): s for s in read_jsonl(ctx.stage_file("select"))}
     records = []
     for row in read_jsonl(ctx.stage_file("rerank")):
-        if row["seed_id"] not in chosen:  # held out for the test split, or dropped as a leak (split.py)
+        if split.row_key(row) not in chosen:  # held out for the test split, or dropped as a leak (split.py)
             continue
-        sel = chosen[row["seed_id"]]
-        meta = {"seed_id": row["seed_id"], "task_type": row["task_type"], "positive_id": sel["positive_id"],
+        sel = chosen[split.row_key(row)]
+        given = {"query_id": row["query_id"]} if row.get("query_id") is not None else {}
+        meta = {"seed_id": row["seed_id"], **given, "task_type": row["task_type"], "positive_id": sel["positive_id"],
                 "negative_id": sel["negative_id"], "seed_retrieval_rank": row["seed_retrieval_rank"],
                 "candidates": row["candidates"]}
         neg = _passage(by_id[sel["negative_id"]]) if sel["negative_id"] else None
-        records.append(Record(id=f"fret-{row['seed_id']}", source="fret", task=row["task"], query=row["query"],
+        records.append(Record(id=split.record_id(row), source="fret", task=row["task"], query=row["query"],
                               positive=_passage(by_id[sel["positive_id"]]), negative=neg, symmetric=False, meta=meta))
     return records
 
@@ -206,10 +207,23 @@ def export(ctx: Context) -> dict[str, Any]:
     for n, start in enumerate(range(0, max(len(records), 1), size)):
         write_records(records[start : start + size], ctx.out / f"shard-{n:05d}.{fmt}")
     shard_sha256 = {p.name: file_sha256(p) for p in dataset_files(ctx.out)}
+    lists = write_list_passages(ctx.out, records, read_jsonl(ctx.stage_file("corpus")))
     test_file = ctx.stage_file("test")
     split.write_beir(ctx.out, read_jsonl(test_file) if test_file.is_file() else [], read_jsonl(ctx.stage_file("corpus")))
-    write_manifest(ctx.out, **_manifest(ctx, records), shard_sha256=shard_sha256)
+    write_manifest(ctx.out, **_manifest(ctx, records), shard_sha256=shard_sha256, lists=lists)
     return {"records": len(records), "shards": len(shard_sha256)}
+
+
+def write_list_passages(out: Path, records: list[Record], corpus_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """`out/LIST_PASSAGES`: each passage the records' candidate lists name, once, so a fit can score a
+    whole list (model.distill) without the corpus; the manifest's `lists` says what it holds and costs."""
+    named = {c["id"] for r in records for c in r.meta["candidates"]}
+    rows = [{"id": p["id"], "title": p["title"], "text": p["text"]} for p in corpus_rows if p["id"] in named]
+    path = out / LIST_PASSAGES
+    write_jsonl(path, rows)
+    sizes = [len(r.meta["candidates"]) for r in records]
+    return {"file": LIST_PASSAGES, "passages": len(rows), "bytes": path.stat().st_size,
+            "candidates_per_record": round(sum(sizes) / max(1, len(sizes)), 3), "sha256": file_sha256(path)}
 
 
 def _manifest(ctx: Context, records: list[Record]) -> dict[str, Any]:

@@ -27,9 +27,21 @@ from ..corpus import write_jsonl
 FOLDER = "test"  # <output_dir>/test/: corpus.jsonl, queries.jsonl, qrels/test.tsv
 RULES = {
     "graded": "2: the seed passage the query was written from; 1: a candidate ranked above the seed by both "
-              "QL and RC (the LLM's re-ranking of the query's top-N retrieved passages)",
-    "seed": "1: the seed passage the query was written from",
+              "QL and RC (the LLM's re-ranking of the query's top-N retrieved passages); a given query "
+              "(corpus.queries), which has no seed: 2 for the positive `select.positive` chose",
+    "seed": "1: the seed passage the query was written from; a given query: 1 for its chosen positive",
 }
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """What a query row is known by in every stage file: its seed passage's id, or `query:<id>` for a
+    given query (corpus.queries), which has no seed; the prefix keeps a query id from meeting a passage id."""
+    return f"query:{row['query_id']}" if row.get("query_id") is not None else row["seed_id"]
+
+
+def record_id(row: dict[str, Any]) -> str:
+    """The id of the row's training record, and of its query in the test split."""
+    return f"fret-{row_key(row)}"
 
 
 def check(cfg: SplitConfig) -> None:
@@ -44,8 +56,11 @@ def is_test_seed(seed_id: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def relevance(row: dict[str, Any], rule: str) -> dict[str, int]:
-    """{passage id: grade} of one re-ranked row (its `candidates` carry r_ql and r_rc, 1 = best)."""
+def relevance(row: dict[str, Any], rule: str, positive: str | None = None) -> dict[str, int]:
+    """{passage id: grade} of one re-ranked row (its `candidates` carry r_ql and r_rc, 1 = best).
+    A given query has no seed: its `positive` (the selection's) is what the LLM judged relevant."""
+    if row["seed_id"] is None:
+        return {positive: 2 if rule == "graded" else 1}
     if rule == "seed":
         return {row["seed_id"]: 1}
     seed = next((c for c in row["candidates"] if c["id"] == row["seed_id"]), None)
@@ -68,12 +83,13 @@ def split(rows: list[dict[str, Any]], chosen: list[dict[str, Any]], cfg: SplitCo
     `chosen[i]` is the selection of `rows[i]`. With `fraction` 0 the selections come back unchanged.
     """
     check(cfg)
-    test = [{**r, "qrels": relevance(r, cfg.relevance)} for r in rows if is_test_seed(r["seed_id"], cfg.fraction)]
+    test = [{**r, "qrels": relevance(r, cfg.relevance, sel["positive_id"])}
+            for r, sel in zip(rows, chosen) if is_test_seed(row_key(r), cfg.fraction)]
     test_queries = {_norm(r["query"]) for r in test}
     relevant = {pid for r in test for pid in r["qrels"]}
     train, dropped = [], Counter()
     for row, sel in zip(rows, chosen):
-        if is_test_seed(row["seed_id"], cfg.fraction):
+        if is_test_seed(row_key(row), cfg.fraction):
             continue
         reason = leaks(row, sel, test_queries, relevant)
         if reason:
@@ -108,12 +124,10 @@ def write_beir(out: Path, test: list[dict[str, Any]], corpus: list[dict[str, Any
         return None
     (folder / "qrels").mkdir(parents=True)
     write_jsonl(folder / "corpus.jsonl", [{"_id": p["id"], "title": p["title"], "text": p["text"]} for p in corpus])
-    write_jsonl(folder / "queries.jsonl", [{"_id": _qid(r), "text": r["query"], "metadata": {
-        "seed_id": r["seed_id"], "task": r["task"], "task_type": r["task_type"]}} for r in test])
-    lines = ["query-id\tcorpus-id\tscore"] + [f"{_qid(r)}\t{pid}\t{g}" for r in test for pid, g in r["qrels"].items()]
+    write_jsonl(folder / "queries.jsonl", [{"_id": record_id(r), "text": r["query"], "metadata": {
+        "seed_id": r["seed_id"], **({"query_id": r["query_id"]} if r.get("query_id") is not None else {}),
+        "task": r["task"], "task_type": r["task_type"]}} for r in test])
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{record_id(r)}\t{pid}\t{g}" for r in test for pid, g in r["qrels"].items()]
     (folder / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
 
-
-def _qid(row: dict[str, Any]) -> str:
-    return f"fret-{row['seed_id']}"  # the id its record would have had

@@ -26,6 +26,7 @@ from gecko_lightning.errors import UserError
 
 from ..config import BuildConfig, LLMConfig
 from ..corpus import load_corpus, read_jsonl, sample_seeds, truncate_corpus, write_jsonl
+from ..corpus.queries import load_queries
 from ..llm import LLM, CallFailed
 from ..llm.cache import cache_key, cached_batch
 from ..prompts import EXTRACTIVE_TASK, GenerationPrompt, extractive_query, load_prompt, passage_text
@@ -87,8 +88,10 @@ def generate(ctx: Context) -> dict[str, Any]:
     write_jsonl(ctx.stage_file("corpus"), corpus)
     by_id = {r["id"]: r for r in corpus}
     size = seed_batch(ctx)
+    given, given_stats = _given_queries(cfg, llm.truncate)
+    num_seeds = 0 if cfg.corpus.queries and cfg.corpus.num_seeds is None else cfg.corpus.num_seeds
     # Sampled over the whole corpus first, so the shards' seeds together are the unsharded build's.
-    seeds, shard = shard_seeds(sample_seeds(corpus, cfg.corpus.num_seeds, cfg.corpus.seed), size, cfg.shard)
+    seeds, shard = shard_seeds(sample_seeds(corpus, num_seeds, cfg.corpus.seed), size, cfg.shard)
     if shard and not seeds:
         log.warning("shard %d of %d has no seeds: %d seeds make only %d batches of %d", shard["index"], shard["count"],
                     shard["total_seeds"], -(-shard["total_seeds"] // size), size)
@@ -107,14 +110,29 @@ def generate(ctx: Context) -> dict[str, Any]:
             rows.append(_parsed_row(gp, seed_id, req.prefix, out, task_type, by_id[seed_id], ctx, reasons))
         bar.update(len(batch))
     bar.close()
+    rows += given
     write_jsonl(ctx.stage_file("generate"), rows)
     failures = sum(reasons.values())
     return {
-        **corpus_stats, "seeds": len(seeds),
+        **corpus_stats, **given_stats, "seeds": len(seeds),
         "queries": sum(r["query"] is not None for r in rows), "parse_failures": dict(reasons),
         "parse_failure_rate": failures / max(1, len(seeds)), "fallback_used": sum(r["fallback"] for r in rows),
         "shard": shard,
     }
+
+
+def _given_queries(cfg: BuildConfig, truncate) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of `corpus.queries` (corpus/queries.py), after the generated ones; none without it."""
+    if not cfg.corpus.queries:
+        return [], {}
+    if cfg.shard.count is not None:
+        raise UserError("corpus.queries cannot be sharded yet (shard.count is set): build the queries in one process, "
+                        "or split the query file and build each part into its own output_dir")
+    rows, stats = load_queries(cfg.corpus, truncate)
+    if stats["given_queries_cut"]:
+        log.warning("cut %d of %d given queries to corpus.max_query_tokens=%d", stats["given_queries_cut"],
+                    len(rows), cfg.corpus.max_query_tokens)
+    return rows, stats
 
 
 def _parsed_row(gp, seed_id, prefix, out, task_type, passage, ctx, reasons) -> dict[str, Any]:
@@ -133,12 +151,13 @@ def _parsed_row(gp, seed_id, prefix, out, task_type, passage, ctx, reasons) -> d
 
 
 def retrieve(ctx: Context) -> dict[str, Any]:
-    from ..index import candidates_with_seed, embed, load_embedder, open_index
+    from ..index import candidates_with_seed, embed, embedder_format, load_embedder, open_index, query_texts
 
     cfg, rc = ctx.cfg, ctx.cfg.retrieve
     corpus = read_jsonl(ctx.stage_file("corpus"))
     gens = read_jsonl(ctx.stage_file("generate"))
-    encoder = load_embedder(rc, seed=cfg.corpus.seed)
+    encoder, fmt = load_embedder(rc, seed=cfg.corpus.seed), embedder_format(rc)
+    log.info("retrieve: %s reads its inputs as %s", rc.embedder, fmt.describe())
     # A shard only reads the shared index (built by --stage embed); an unsharded build makes its own if needed.
     index, summary = open_index(cfg, corpus, encoder=encoder if cfg.shard.count is None else None)
     k_rt = cfg.filter.round_trip_top_k
@@ -153,17 +172,20 @@ def retrieve(ctx: Context) -> dict[str, Any]:
         if not batch:
             continue
         queries_in += len(batch)
-        texts = [rc.query_format.format(task=g["task"], query=g["query"]) for g in batch]
+        texts = query_texts(batch, rc, fmt)  # as the embedder reads them (index.embedder_format)
         sims, idx = index.search(embed(encoder, texts, rc, show_progress=False), max(rc.top_n, k_rt or 0))
         for g, hits, hit_scores in zip(batch, idx, sims):
             ranked = [corpus[i]["id"] for i in hits if i >= 0]
-            cands, seed_rank = candidates_with_seed(ranked, g["seed_id"], rc.top_n)
-            if k_rt is not None and (seed_rank is None or seed_rank > k_rt):
-                dropped += 1
-                continue
+            if g["seed_id"] is None:  # a given query: no seed to find or to add, no round trip to make
+                cands, seed_rank = ranked[: rc.top_n], None
+            else:
+                cands, seed_rank = candidates_with_seed(ranked, g["seed_id"], rc.top_n)
+                if k_rt is not None and (seed_rank is None or seed_rank > k_rt):
+                    dropped += 1
+                    continue
+                added += seed_rank is None or seed_rank > rc.top_n
             by_hit = {corpus[i]["id"]: float(s) for i, s in zip(hits, hit_scores) if i >= 0}
-            added += seed_rank is None or seed_rank > rc.top_n
-            rows.append({**{k: g[k] for k in ("seed_id", "task_type", "task", "query")},
+            rows.append({**{k: g[k] for k in ("seed_id", "query_id", "task_type", "task", "query") if k in g},
                          "candidates": cands, "seed_retrieval_rank": seed_rank,
                          # the embedder's score of each candidate; None for a seed it did not retrieve
                          "scores": [by_hit.get(c) for c in cands]})
@@ -351,6 +373,8 @@ def choose(row: dict[str, Any], positive: str, negative: str, seed: int, margin:
         pos = cands[0]
     elif positive == "ql_top1":  # r_ql == 1 (ties already broken by retrieval order)
         pos = min(row["candidates"], key=lambda c: c["r_ql"])["id"]
+    elif row["seed_id"] is None:  # `seed` for a given query, which has none: the embedder's own top 1
+        pos = min(row["candidates"], key=lambda c: c["retrieval_rank"])["id"]
     else:
         pos = row["seed_id"]
     if negative == "margin" and "retrieval_score" not in row["candidates"][0]:
@@ -382,15 +406,19 @@ def select(ctx: Context) -> dict[str, Any]:
     everything = []
     for row in tqdm(rows, desc="select", unit="query"):
         pos, neg = choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed, cfg.select.negative_margin)
-        everything.append({"seed_id": row["seed_id"], "positive_id": pos, "negative_id": neg})
+        given = {"query_id": row["query_id"]} if row.get("query_id") is not None else {}
+        everything.append({"seed_id": row["seed_id"], **given, "positive_id": pos, "negative_id": neg})
     out, test, held_out = split.split(rows, everything, cfg.test_split)
     write_jsonl(ctx.stage_file("select"), out)
     write_jsonl(ctx.stage_file("test"), test)
-    kept = {o["seed_id"] for o in out}
-    rows = [r for r in rows if r["seed_id"] in kept]  # the rates describe the training records
-    changed = sum(o["positive_id"] != o["seed_id"] for o in out)
+    kept = {split.row_key(o) for o in out}
+    # the rates describe the generated training records: a given query has no seed to differ from
+    rows = [r for r in rows if split.row_key(r) in kept and r["seed_id"] is not None]
+    generated = [o for o in out if o["seed_id"] is not None]
+    changed = sum(o["positive_id"] != o["seed_id"] for o in generated)
     top1 = sum(r["candidates"][0]["id"] != r["seed_id"] for r in rows)
     return {"records": len(out), "positive": cfg.select.positive, "negative": cfg.select.negative,
             "positive_ne_seed": changed, "llm_top1_ne_seed": top1,
-            "positive_ne_seed_rate": changed / max(1, len(out)), "llm_top1_ne_seed_rate": top1 / max(1, len(rows)),
+            "positive_ne_seed_rate": changed / max(1, len(generated)), "llm_top1_ne_seed_rate": top1 / max(1, len(rows)),
+            "given_records": len(out) - len(generated),
             "with_negative": sum(o["negative_id"] is not None for o in out), "test_split": held_out}

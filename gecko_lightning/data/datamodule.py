@@ -25,6 +25,7 @@ from gecko_lightning.data.sources import SourceConfig, TripletDataset, read_sour
 from gecko_lightning.errors import UserError
 
 Sampling = Literal["proportional", "uniform", "temperature"]
+TeacherScore = Literal["ql", "rc"]
 
 
 class MixtureDataModule(LightningDataModule):
@@ -49,6 +50,8 @@ class MixtureDataModule(LightningDataModule):
         document_template: str | None = None,
         group_by_length: int = 0,
         pad_to_multiple_of: int | None = None,
+        list_size: int | None = None,
+        teacher_score: TeacherScore = "ql",
     ) -> None:
         """
         Args:
@@ -72,8 +75,13 @@ class MixtureDataModule(LightningDataModule):
                 the batch order: less padding, but a query meets in-batch negatives of similar length. The
                 order stays a function of (seed, epoch), so ranks agree and resume is exact. 16 is a fair start.
             pad_to_multiple_of: Pad token length to a multiple of this (tensor-core friendly shapes).
+            list_size: With `model.distill`, the candidates per FRet row (positive first, then the build's
+                order); None keeps every candidate the build retrieved (`retrieve.top_n`).
+            teacher_score: The LLM's score distilled: `ql` (query likelihood) or `rc` (relevance classification).
         """
         super().__init__()
+        if list_size is not None and list_size < 2:
+            raise UserError(f"list_size must be >= 2 (the positive and one other candidate) or null for all, got {list_size}")
         if not sources:
             raise UserError("MixtureDataModule needs at least one entry in `sources`; list the datasets to mix")
         if batch_size < 1:
@@ -88,6 +96,7 @@ class MixtureDataModule(LightningDataModule):
         self.num_workers, self.seed, self.on_error, self.val_path = num_workers, seed, on_error, val_path
         self.template = Template.from_preset(format, query_template, document_template)
         self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
+        self.list_size, self.teacher_score = list_size, teacher_score
         self.read_stats: dict[str, ReadStats] = {}
         self.skipped_rows = 0
         self._epoch, self._consumed = 0, 0
@@ -110,6 +119,15 @@ class MixtureDataModule(LightningDataModule):
         if self.val_path:
             val_config = SourceConfig(path=self.val_path, name="val")
             self.val_dataset = TripletDataset([(val_config, read_source(val_config, self.on_error)[0])], self.template)
+
+    def attach_lists(self) -> None:
+        """Give FRet rows their candidate lists (GeckoModule calls this when `model.distill` is on)."""
+        self.setup()
+        if not self.train_dataset.attach_lists(self.list_size, self.teacher_score):
+            raise UserError(f"model.distill needs candidate lists, but no training source has any ({', '.join(self.train_dataset.names)}); "
+                            "a FRet build keeps them in meta.candidates: add one as a source, or set model.distill=none")
+        if self.val_dataset is not None:
+            self.val_dataset.attach_lists(self.list_size, self.teacher_score)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -250,6 +268,8 @@ class FRetDataModule(MixtureDataModule):
         group_by_length: int = 0,
         pad_to_multiple_of: int | None = None,
         max_records: int | None = None,
+        list_size: int | None = None,
+        teacher_score: TeacherScore = "ql",
     ) -> None:
         """
         Args:
@@ -273,6 +293,8 @@ class FRetDataModule(MixtureDataModule):
                 order stays a function of (seed, epoch), so ranks agree and resume is exact. 16 is a fair start.
             pad_to_multiple_of: Pad token length to a multiple of this (tensor-core friendly shapes).
             max_records: Use only the first N records.
+            list_size: With `model.distill`, the candidates per row (positive first); None keeps all.
+            teacher_score: The LLM's score distilled: `ql` (query likelihood) or `rc` (relevance classification).
         """
         source = SourceConfig(path=path, symmetric=symmetric, same_tower=same_tower, max_records=max_records)
         super().__init__(
@@ -280,6 +302,6 @@ class FRetDataModule(MixtureDataModule):
             doc_max_length=doc_max_length, num_workers=num_workers, seed=seed, on_error=on_error,
             val_path=val_path, format=format, query_template=query_template,
             document_template=document_template, group_by_length=group_by_length,
-            pad_to_multiple_of=pad_to_multiple_of,
+            pad_to_multiple_of=pad_to_multiple_of, list_size=list_size, teacher_score=teacher_score,
         )
         self.path = path

@@ -39,6 +39,8 @@ class Example(NamedTuple):
     negative: str | None
     group: str
     same_tower: bool = True
+    candidates: tuple[str, ...] = ()  # a FRet row's list passages, positive first (model.distill)
+    teacher: tuple[float, ...] = ()  # the LLM's score of each
 
 
 def format_record(
@@ -48,9 +50,13 @@ def format_record(
     unique_id: str | None = None,
     same_tower: bool = True,
     group: str | None = None,
+    candidates: Sequence[Passage] = (),
+    teacher: Sequence[float] = (),
 ) -> Example:
     """Format one record. `symmetric=None` follows the record's own flag.
 
+    `candidates` (a candidate list's passages, with the `teacher`'s score of each) are formatted as the
+    positive is, so the distillation term compares the very strings the contrastive term does.
     `unique_id` is appended to x, x+ and x- (the paper's fix for classification false
     negatives); `group` defaults to the positive text so duplicates are masked by the loss.
     """
@@ -69,6 +75,8 @@ def format_record(
         negative=side(record.negative) if record.negative is not None else None,
         group=group if group is not None else "text\0" + positive,
         same_tower=same_tower,
+        candidates=tuple(side(p) for p in candidates),
+        teacher=tuple(teacher),
     )
 
 
@@ -148,7 +156,23 @@ class TripletCollator:
         batch["pos_ids"] = torch.tensor([stable_id(e.group) for e in examples], dtype=torch.long)  # (B,)
         batch["same_tower"] = torch.tensor([e.same_tower for e in examples], dtype=torch.bool)  # (B,)
         batch["ids"] = [e.id for e in examples]
+        if any(len(e.candidates) >= 2 for e in examples):
+            batch.update(self._lists(examples))
         return batch
+
+    def _lists(self, examples: Sequence[Example]) -> dict[str, Any]:
+        """The batch's candidate lists: each distinct passage tokenized once (M, Tp), and per row the
+        indices of its list's passages (B, K; -1 pads a shorter list) and the teacher's scores (B, K)."""
+        unique: dict[str, int] = {}
+        k = max(len(e.candidates) for e in examples)
+        index = np.full((len(examples), k), -1, dtype=np.int64)  # (B, K)
+        scores = np.zeros((len(examples), k), dtype=np.float32)  # (B, K)
+        for row, e in enumerate(examples):
+            for slot, (text, score) in enumerate(zip(e.candidates, e.teacher, strict=True)):
+                index[row, slot] = unique.setdefault(text, len(unique))
+                scores[row, slot] = score
+        return {"candidates": self._encode(list(unique), self.doc_max_length),
+                "list_index": torch.from_numpy(index), "list_scores": torch.from_numpy(scores)}
 
 
 def _borrowed(examples: Sequence[Example], i: int) -> str:

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
+# A FRet build's candidate-list passages: every passage its records' `meta.candidates` name, once, as
+# {"id", "title", "text"} lines. A subfolder, so `dataset_files` never reads it as a shard.
+LIST_PASSAGES = "candidates/passages.jsonl"
 SHARD_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 OnError = Literal["raise", "skip"]
 FIELDS = ("id", "source", "task", "query", "positive", "negative", "symmetric", "meta")

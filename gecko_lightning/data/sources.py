@@ -19,13 +19,18 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zer
 from tqdm.auto import tqdm
 
 from gecko_lightning.data.formatting import Example, Template, format_record
+from gecko_lightning.data.lists import ListPassages, candidate_list, list_texts
 from gecko_lightning.data.schema import OnError, Passage, ReadStats, Record, iter_records, read_manifest
 from gecko_lightning.errors import UserError
 
 FalseNegatives = Literal["none", "unique_id", "mask"]
-# One row per record; `label` is meta.label as text (the `mask` treatment's class).
-COLUMNS = ("id", "task", "query", "pos_title", "pos_text", "neg_title", "neg_text", "symmetric", "label")
-SCHEMA = pa.schema([(c, pa.bool_() if c == "symmetric" else pa.string()) for c in COLUMNS])
+# One row per record; `label` is meta.label as text (the `mask` treatment's class). `list_*` is a FRet
+# record's candidate list (meta.candidates), positive first: ids and the LLM's QL and RC scores (lists.py).
+COLUMNS = ("id", "task", "query", "pos_title", "pos_text", "neg_title", "neg_text", "symmetric", "label",
+           "list_ids", "list_ql", "list_rc")
+_TYPES = {"symmetric": pa.bool_(), "list_ids": pa.list_(pa.string()), "list_ql": pa.list_(pa.float64()),
+          "list_rc": pa.list_(pa.float64())}
+SCHEMA = pa.schema([(c, _TYPES.get(c, pa.string())) for c in COLUMNS])
 
 
 @dataclass
@@ -104,7 +109,7 @@ def records_to_table(records: Iterable[Record], chunk: int = 65_536) -> pa.Table
         label = rec.meta.get("label")
         for key, value in zip(COLUMNS, (rec.id, rec.task, rec.query, rec.positive.title, rec.positive.text,
                                         neg.title if neg else None, neg.text if neg else None, rec.symmetric,
-                                        None if label is None else str(label))):
+                                        None if label is None else str(label), *candidate_list(rec.meta))):
             cols[key].append(value)
         if len(cols["id"]) == chunk:
             batches.append(pa.record_batch(cols, schema=SCHEMA))
@@ -138,6 +143,19 @@ class TripletDataset:
         self.sizes = [t.num_rows for t in self.tables]
         self.names = [c.display_name() for c in self.configs]
         self._ends = np.cumsum(self.sizes)  # (S,)
+        self.lists: dict[int, ListPassages] = {}  # source index -> its list passages, once attach_lists ran
+        self.list_size: int | None = None
+        self.teacher_score = "ql"
+
+    def attach_lists(self, list_size: int | None = None, teacher_score: str = "ql") -> int:
+        """From now on each row of a source with candidate lists carries its list's passages (formatted
+        as its positive is) and the teacher's `teacher_score` of each, at most `list_size` with the
+        positive first. Returns the number of sources with lists."""
+        self.list_size, self.teacher_score = list_size, teacher_score
+        for s, (config, table) in enumerate(zip(self.configs, self.tables)):
+            if table.column("list_ids").null_count < table.num_rows:
+                self.lists[s] = ListPassages.read(config.path, self.names[s])
+        return len(self.lists)
 
     def __len__(self) -> int:
         return int(self._ends[-1])
@@ -147,7 +165,8 @@ class TripletDataset:
         record = _row_record(row, self.names[s], config.task)
         group = f"label\0{self.names[s]}\0{row['label']}" if config.false_negatives == "mask" else None
         unique = f"{local}" if config.false_negatives == "unique_id" else None
-        return format_record(record, self.template, config.symmetric, unique, config.same_tower, group)
+        passages, scores = list_texts(row, self.lists.get(s), self.list_size, self.teacher_score)
+        return format_record(record, self.template, config.symmetric, unique, config.same_tower, group, passages, scores)
 
     def __getitem__(self, index: int | Sequence[int]) -> Example | list[Example]:
         if isinstance(index, (int, np.integer)):
