@@ -264,6 +264,10 @@ class SelectConfig:
     negative_margin: float = 0.95
     """negative `margin`: a candidate is a negative only when the embedder scores it below this fraction of
     the positive's score (NV-Retriever: 0.95). In (0, 1]."""
+    teacher_margin: float | None = None
+    """Never take as the negative a candidate whose QL score (mean token log-likelihood of the query) is within
+    this many nats of the positive's: the LLM finds the query nearly as likely from it, a probable false
+    negative. Applies to every `negative` rule; the manifest counts the negatives it changed. null: off."""
 
 
 @dataclass

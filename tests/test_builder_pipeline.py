@@ -156,6 +156,36 @@ def test_margin_negative_is_the_hardest_candidate_below_the_margin():
         choose({"seed_id": "s", "candidates": [{"id": "a"}, {"id": "s"}]}, "llm_top1", "margin", 0)
 
 
+def test_teacher_margin_keeps_the_llms_near_positives_out_of_the_negatives():
+    # By hand: positive a has QL -1.00; with a 0.25-nat margin a negative needs QL below -1.25. In fused
+    # order the lowest, d (-1.10), is nearly as likely to the LLM as a: skipped for c (-1.60), the lowest left.
+    cands = [{"id": i, "ql": q, "retrieval_score": r} for i, q, r in
+             [("a", -1.00, 0.80), ("s", -1.40, 0.78), ("b", -2.00, 0.75), ("c", -1.60, 0.70), ("d", -1.10, 0.60)]]
+    row = {"seed_id": "s", "candidates": cands}
+    assert choose(row, "llm_top1", "lowest", 0) == ("a", "d")
+    assert choose(row, "llm_top1", "lowest", 0, teacher_margin=0.25) == ("a", "c")
+    assert choose(row, "llm_top1", "lowest", 0, teacher_margin=0.05) == ("a", "d")  # -1.10 < -1.05: far enough
+    assert choose(row, "llm_top1", "margin", 0, 0.95, teacher_margin=0.7) == ("a", "b")  # only b is 0.7 nats below
+    assert choose(row, "llm_top1", "lowest", 0, teacher_margin=1.5) == ("a", None)  # nothing that far below
+
+
+def test_teacher_margin_is_counted_and_checked(built, tmp_path, capsys):
+    out = tmp_path / "teacher"
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(out), "--select.teacher_margin=0.05"]) == 0
+    records = read_records(out)[0]
+    changed = 0
+    for r in records:  # a naive re-implementation: the lowest in fused order whose QL is 0.05 below the positive's
+        ql = {c["id"]: c["ql"] for c in r.meta["candidates"]}
+        pos = r.meta["positive_id"]
+        others = [c for c in ql if c not in (pos, r.meta["seed_id"])]
+        far = [c for c in others if ql[c] < ql[pos] - 0.05]
+        assert r.meta["negative_id"] == (far[-1] if far else None)
+        changed += (others[-1] if others else None) != r.meta["negative_id"]
+    assert read_manifest(out)["stages"]["select"]["teacher_margin_changed_negative"] == changed  # fraction 0: all rows train
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(tmp_path / "bad"), "--select.teacher_margin=-1"]) == 2
+    assert "select.teacher_margin=-1.0 must be >= 0 nats" in capsys.readouterr().err
+
+
 def test_retrieve_keeps_the_embedders_score_of_each_candidate(built):
     """The scores stored beside the candidates equal the embedder's own cosine, computed here afresh."""
     from data_builders.index import doc_texts, embed, load_embedder

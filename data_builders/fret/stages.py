@@ -361,13 +361,15 @@ def _fuse(ids: list[str], ql: list[float], rc: list[float], scores: list[float |
     return [{**cands[i], "rank": rank} for rank, i in enumerate(order, start=1)]
 
 
-def choose(row: dict[str, Any], positive: str, negative: str, seed: int, margin: float = 0.95) -> tuple[str, str | None]:
+def choose(row: dict[str, Any], positive: str, negative: str, seed: int, margin: float = 0.95,
+           teacher_margin: float | None = None) -> tuple[str, str | None]:
     """(positive id, negative id or None) from a re-ranked row; the seed is never a negative.
 
     `margin` (negative `margin`, positive-aware mining as in NV-Retriever's TopK-PercPos): the negative is
     the candidate the embedder scores highest among those it scores below `margin` times the positive's
     score, so a candidate nearly as close as the positive, a likely false negative, is never chosen;
-    None when no candidate is that far below it."""
+    None when no candidate is that far below it. `teacher_margin` (nats): a candidate whose QL is within it
+    of the positive's is never the negative either, whatever the rule (the teacher's false negatives)."""
     cands = [c["id"] for c in row["candidates"]]  # fused order, best first
     if positive == "llm_top1":
         pos = cands[0]
@@ -382,6 +384,9 @@ def choose(row: dict[str, Any], positive: str, negative: str, seed: int, margin:
                         "stages/rerank.jsonl does not hold (built before they were kept); build it again "
                         "(--cache.path=<that build>/llm_cache.sqlite answers its LLM calls)")
     others = [c for c in cands if c not in (pos, row["seed_id"])]
+    if teacher_margin is not None:
+        ql = {c["id"]: c["ql"] for c in row["candidates"]}
+        others = [c for c in others if ql[c] < ql[pos] - teacher_margin]
     if negative == "none" or not others:
         return pos, None
     if negative == "lowest":
@@ -398,14 +403,18 @@ def choose(row: dict[str, Any], positive: str, negative: str, seed: int, margin:
 def select(ctx: Context) -> dict[str, Any]:
     """Positive/negative per re-ranked query; held-out seeds go to `stages/test.jsonl` (split.py), not training."""
     cfg = ctx.cfg
-    margin = cfg.select.negative_margin
+    margin, teacher = cfg.select.negative_margin, cfg.select.teacher_margin
     if isinstance(margin, bool) or not 0 < margin <= 1:
         raise UserError(f"select.negative_margin={margin!r} must be in (0, 1]: the fraction of the positive's "
                         f"embedder score a negative must stay below (0.95 is NV-Retriever's)")
+    if teacher is not None and (isinstance(teacher, bool) or teacher < 0):
+        raise UserError(f"select.teacher_margin={teacher!r} must be >= 0 nats of QL score, or null to turn it off")
     rows = read_jsonl(ctx.stage_file("rerank"))
-    everything = []
+    everything, avoided = [], 0
     for row in tqdm(rows, desc="select", unit="query"):
-        pos, neg = choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed, cfg.select.negative_margin)
+        pos, neg = choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed, margin, teacher)
+        if teacher is not None:  # how often the teacher overruled the rule: a false negative avoided
+            avoided += choose(row, cfg.select.positive, cfg.select.negative, cfg.corpus.seed, margin)[1] != neg
         given = {"query_id": row["query_id"]} if row.get("query_id") is not None else {}
         everything.append({"seed_id": row["seed_id"], **given, "positive_id": pos, "negative_id": neg})
     out, test, held_out = split.split(rows, everything, cfg.test_split)
@@ -420,5 +429,5 @@ def select(ctx: Context) -> dict[str, Any]:
     return {"records": len(out), "positive": cfg.select.positive, "negative": cfg.select.negative,
             "positive_ne_seed": changed, "llm_top1_ne_seed": top1,
             "positive_ne_seed_rate": changed / max(1, len(generated)), "llm_top1_ne_seed_rate": top1 / max(1, len(rows)),
-            "given_records": len(out) - len(generated),
+            "given_records": len(out) - len(generated), "teacher_margin_changed_negative": avoided,
             "with_negative": sum(o["negative_id"] is not None for o in out), "test_split": held_out}
