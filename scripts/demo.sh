@@ -9,6 +9,7 @@
 # The build holds out a share of its seeds as a test split labelled by the LLM (<build>/test, docs/fret.md),
 # so the report has a before/after even for a corpus nobody labelled:
 #   CORPUS=path/to/passages.jsonl bash scripts/demo.sh        # with BEIR=path/to/beir too, it reports both
+#   CORPUS=path/to/passages.jsonl QUERIES=path/to/queries.txt bash scripts/demo.sh   # your query log, no labels
 # Override anything through the environment (scripts/demo_env.sh), e.g. your own corpus and models:
 #   BUILD_CONFIG=configs/data/my_corpus.yaml HF_HUB_OFFLINE=0 BASE_MODEL=BAAI/bge-small-en-v1.5 bash scripts/demo.sh
 # and pass extra flags to the build and to the fit:
@@ -25,7 +26,9 @@ mkdir -p "$OUT"
 reused=()
 step "1/5 build FRet from $BUILD_CONFIG${CORPUS:+ on $CORPUS} (a finished build of the same config is reused: 0 LLM calls)"
 touch "$OUT/.build_started"
-gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} --output_dir "$OUT/fret" ${BUILD_ARGS:-}
+query_log=()  # a query log replaces generation: its queries are retrieved for, scored and held out instead
+[ -n "$QUERIES" ] && query_log=(--corpus.queries="$QUERIES" --corpus.num_seeds=0 ${QUERIES_TASK:+--corpus.queries_task="$QUERIES_TASK"})
+gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} "${query_log[@]}" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
 [ "$OUT/fret/manifest.json" -nt "$OUT/.build_started" ] || reused+=("the FRet build")
 split="$OUT/fret/test"  # the build's held-out queries, labelled by its LLM (none with test_split.fraction: 0)
 [ -d "$split" ] || split=""

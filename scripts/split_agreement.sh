@@ -14,6 +14,9 @@
 #   pos-seed        the seed passage as positive             neg-random a random candidate as negative
 #   lr10x lr100x    learning rate 2e-4 and 2e-3 (too high)
 #   raw             trained on raw text (`{query}`, `{title} {text}`), the format the base model knows, not Gecko's
+#   kl-s0 kl-s1 kl-s2  the mixture plus the LLM's QL scores distilled over each FRet list (model.distill=kl), seeds 0-2
+#   kl5             the same over the first 5 candidates of each list (the positive and 4 more)
+#   mse             margin_mse in place of kl (seed 0)
 # Scores go to $OUT/agree/<variant>.json; a variant already scored is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +52,10 @@ for v in $VARIANTS; do
     lr10x) extra=(--model.lr=2.0e-4) ;;
     lr100x) extra=(--model.lr=2.0e-3) sts=() ;;
     raw) extra=(--data.init_args.format=plain --data.init_args.query_template="{query}") ;;
-    *) echo "unknown variant $v (known: mix-s0 mix-s1 mix-s2 fret-only pos-seed neg-random lr10x lr100x raw)" >&2; exit 2 ;;
+    kl-s*) seed=${v#kl-s} extra=(--model.distill=kl) ;;
+    kl5) extra=(--model.distill=kl --data.init_args.list_size=5) ;;
+    mse) extra=(--model.distill=margin_mse) ;;
+    *) echo "unknown variant $v (known: mix-s0 mix-s1 mix-s2 fret-only pos-seed neg-random lr10x lr100x raw kl-s0 kl-s1 kl-s2 kl5 mse)" >&2; exit 2 ;;
   esac
   data="$OUT/fret"
   if [ "$positive-$negative" != "ql_top1-lowest" ]; then  # re-selected from the build's stage files: no LLM call
