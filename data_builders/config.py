@@ -204,11 +204,16 @@ class RetrieveConfig:
     """Texts per embedding batch."""
     top_n: int = 20
     """Candidates retrieved per query, the ones the LLM re-ranks (the paper: 20)."""
+    prompts: Literal["model", "gecko", "none"] = "model"
+    """model: as the embedder says, like `gecko eval --prompts model`: the text format it records (a `gecko
+    export`), else the prompts its sentence-transformers config declares (before `query_format` /
+    `doc_format`), else `query_format` / `doc_format` alone. gecko: the paper's templates. none: the two
+    formats alone."""
     query_format: str = PRESETS["plain"]["query"]
-    """How a query's `task` and `query` are joined into the text the embedder reads (the `plain` preset of
-    gecko_lightning.text_format; a Gecko-trained embedder may want its `gecko` preset)."""
+    """How a query's `task` and `query` are joined into the text an embedder without a recorded format
+    reads (the `plain` preset of gecko_lightning.text_format: FRet embeds the task with the query)."""
     doc_format: str = PRESETS["plain"]["document"]
-    """How a passage's `title` and `text` are joined into the text the embedder reads."""
+    """How a passage's `title` and `text` are joined into the text an embedder without a recorded format reads."""
     index: Literal["flat", "ivf", "hnsw"] = "flat"
     """flat (exact inner product) | ivf | hnsw."""
     nlist: int = 100

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from gecko_lightning.data.schema import atomic_write
 from gecko_lightning.errors import UserError
 from gecko_lightning.paths import resolve_path
+from gecko_lightning.text_format import InputFormat, resolve_format
 
 from .config import BuildConfig, RetrieveConfig
 from .corpus import block_range, corpus_fingerprint, write_json
@@ -51,6 +52,24 @@ def load_embedder(cfg: RetrieveConfig, seed: int = 0):
         torch.manual_seed(seed)
     enc = GeckoEncoder.from_pretrained(resolve_path(cfg.embedder), random_init=cfg.random_init, max_length=cfg.max_length)
     return enc.to(_device(cfg.device)).eval()
+
+
+def embedder_format(rc: RetrieveConfig) -> InputFormat:
+    """What the embedder reads: `retrieve.prompts` resolved, by the rule `gecko eval` follows
+    (`text_format.resolve_format`), against what the embedder's folder records or declares.
+
+    Read from the folder's files, without loading the model, so an index can be checked before it is.
+    """
+    from gecko_lightning.encoder import declared_inputs, declaring_folder
+
+    folder = declaring_folder(resolve_path(rc.embedder)) if rc.prompts == "model" else None
+    return resolve_format(rc.prompts, *declared_inputs(folder))
+
+
+def query_texts(rows: list[dict[str, Any]], rc: RetrieveConfig, fmt: InputFormat | None = None) -> list[str]:
+    """The text the embedder reads for each row's `task` and `query`; raw, that is `retrieve.query_format`."""
+    fmt = fmt or embedder_format(rc)
+    return [fmt.query(r["task"], r["query"], raw=rc.query_format.format(task=r["task"], query=r["query"])) for r in rows]
 
 
 def _device(name: str) -> torch.device:
@@ -149,16 +168,21 @@ def index_dir(cfg: BuildConfig) -> Path:
 def identity(cfg: BuildConfig) -> dict[str, Any]:
     """The settings an index was built with that change its vectors or its faiss structure."""
     rc = cfg.retrieve
+    # The document format as the embedder reads it ("{title} {text}" for raw text, as before the rule).
+    doc_format = embedder_format(rc).document("{title}", "{text}", raw=rc.doc_format)
     out = {"embedder": rc.embedder, "random_init": rc.random_init, "max_length": rc.max_length,
-           "doc_format": rc.doc_format, "index": rc.index}
+           "doc_format": doc_format, "index": rc.index}
     if rc.random_init:
         out["seed"] = cfg.corpus.seed  # the embedder's random weights come from it
     out.update({"ivf": {"nlist": rc.nlist}, "hnsw": {"hnsw_m": rc.hnsw_m}}.get(rc.index, {}))
     return out
 
 
-def doc_texts(rows: list[dict[str, Any]], rc: RetrieveConfig) -> list[str]:
-    return [rc.doc_format.format(title=r["title"] or "", text=r["text"]).strip() for r in rows]
+def doc_texts(rows: list[dict[str, Any]], rc: RetrieveConfig, fmt: InputFormat | None = None) -> list[str]:
+    """The text the embedder reads for each passage; raw, that is `retrieve.doc_format`."""
+    fmt = fmt or embedder_format(rc)
+    return [fmt.document(r["title"] or None, r["text"], raw=rc.doc_format.format(title=r["title"] or "", text=r["text"]).strip())
+            for r in rows]
 
 
 def passages_sha256(rows: list[dict[str, Any]], rc: RetrieveConfig) -> str:

@@ -40,9 +40,10 @@ from .corpus import truncate_corpus
 from .llm import LLM, BackendError, CallFailed
 from .fret.context import Context
 from .prompts import load_prompt, passage_text
-from .index import doc_texts, embed, load_embedder, search
+from .index import doc_texts, embed, embedder_format, load_embedder, query_texts, search
 from .fret.stages import _fuse, _ranks, rerank_chunk, rerank_prompts, score_pairs
 
+log = logging.getLogger(__name__)
 ORDERS = ("embedder", "ql", "rc", "rrf")
 GENERIC_TASK = "Given a query, retrieve relevant documents"
 
@@ -112,10 +113,10 @@ def _retrieve(cfg: BuildConfig, data: BeirSet, qids: list[str], task: str, llm: 
     rc = cfg.retrieve
     docs = [{"id": i, "title": title, "text": text} for i, (title, text) in data.corpus.items()]
     cut = truncate_corpus(tqdm(docs, desc="truncate", unit="passage"), cfg.corpus.max_passage_tokens, llm.truncate)
-    encoder = load_embedder(rc, seed=cfg.corpus.seed)
-    doc_emb = _corpus_embeddings(encoder, doc_texts(docs, rc),
-                                 cfg, Path(cfg.output_dir) / "embeddings")
-    query_emb = embed(encoder, [rc.query_format.format(task=task, query=data.queries[q]) for q in qids], rc)
+    encoder, fmt = load_embedder(rc, seed=cfg.corpus.seed), embedder_format(rc)  # as the build's retrieval reads
+    log.info("%s reads its inputs as %s", rc.embedder, fmt.describe())
+    doc_emb = _corpus_embeddings(encoder, doc_texts(docs, rc, fmt), cfg, Path(cfg.output_dir) / "embeddings")
+    query_emb = embed(encoder, query_texts([{"task": task, "query": data.queries[q]} for q in qids], rc, fmt), rc)
     _, idx = search(query_emb, doc_emb, rc.top_n, rc)
     return {d["id"]: d for d in docs}, [[docs[i]["id"] for i in hits if i >= 0] for hits in idx], cut
 
@@ -200,7 +201,8 @@ def evaluate_rerank(
         "positive_precision": positive_precision(runs, rels),
         "config": {"llm_backend": cfg.llm.backend, "llm_model": cfg.llm.model, "llm_model_id": llm.model_id,
                    "prompt_versions": dict(ctx.prompt_versions), "mode": cfg.rerank.mode, "top_n": cfg.retrieve.top_n,
-                   "embedder": cfg.retrieve.embedder, "query_format": cfg.retrieve.query_format,
+                   "embedder": cfg.retrieve.embedder, "prompts": cfg.retrieve.prompts,
+                   "embedder_format": embedder_format(cfg.retrieve).describe(), "query_format": cfg.retrieve.query_format,
                    "doc_format": cfg.retrieve.doc_format, "max_passage_tokens": cfg.corpus.max_passage_tokens,
                    "seed": cfg.corpus.seed},
         "beir": str(beir_dir), "split": split, "task": task, "queries": len(kept), "queries_failed": len(rows) - len(kept),

@@ -2,7 +2,8 @@
 
 Pooling is mean (Gecko's recipe), cls or lasttoken; a sentence-transformers folder declares its own
 in modules.json and its Pooling config, and `from_pretrained` follows that declaration. The encoder
-also carries the text format it was trained with (`text_format`), which evaluation and export read.
+also carries the text format it was trained with (`text_format`) and the prompts a sentence-transformers
+folder declares (`declared_prompts`), from which `text_format.resolve_format` decides what it reads.
 
 No Lightning here: `GeckoModule` (module.py) trains it; `from_pretrained` loads a saved or exported
 folder, and `checkpoint.encoder_from_checkpoint` (the module above this one) what `gecko fit`
@@ -25,7 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokeniz
 
 from gecko_lightning.errors import UserError
 from gecko_lightning.paths import local_model_path, resolve_path
-from gecko_lightning.text_format import Template
+from gecko_lightning.text_format import ST_CONFIG, DeclaredPrompts, Template, read_declared_prompts
 from gecko_lightning.user_files import check_weights_folder, load_torch_file
 
 GECKO_CONFIG = "gecko_encoder.json"
@@ -98,6 +99,18 @@ def declared_pooling(folder: str | os.PathLike) -> dict:
     return declared
 
 
+def declared_inputs(folder: str | os.PathLike | None) -> tuple[Template | None, DeclaredPrompts | None]:
+    """What a model folder says about its inputs: the text format it was trained with (our
+    gecko_encoder.json) and the prompts its sentence-transformers config declares. None for either
+    when the folder says nothing; `text_format.resolve_format` decides from these."""
+    if folder is None:
+        return None, None
+    saved, text_format = Path(folder) / GECKO_CONFIG, None
+    if saved.is_file() and (recorded := json.loads(saved.read_text()).get("text_format")):
+        text_format = Template.from_dict(recorded, f"{saved}: text_format")
+    return text_format, read_declared_prompts(folder)
+
+
 def declaring_folder(name_or_path: str, revision: str | None = None) -> Path | None:
     """The folder whose files declare pooling: the path itself, or a Hub model's (cached) snapshot."""
     if Path(name_or_path).is_dir():
@@ -105,7 +118,8 @@ def declaring_folder(name_or_path: str, revision: str | None = None) -> Path | N
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=["modules.json", "*/config.json", GECKO_CONFIG]))
+        return Path(snapshot_download(name_or_path, revision=revision, allow_patterns=["modules.json", "*/config.json", GECKO_CONFIG,
+                                                                                             ST_CONFIG]))
     except Exception:  # noqa: BLE001 - offline and not cached, or not on the Hub: nothing is declared
         return None
 
@@ -156,7 +170,8 @@ class GeckoEncoder(nn.Module):
 
     forward(input_ids (B, T), attention_mask (B, T)) -> (B, D) embeddings.
     text_format: the Template its inputs were formatted with in training; None when unknown (a
-    model trained elsewhere), and then readers use the gecko preset.
+    model trained elsewhere). declared_prompts: the prompts its sentence-transformers config declares.
+    Readers format through `text_format.resolve_format`, which tries the first, then the second, then raw text.
     """
 
     def __init__(
@@ -168,11 +183,12 @@ class GeckoEncoder(nn.Module):
         max_length: int = 512,
         pooling: Pooling = "mean",
         text_format: Template | None = None,
+        declared_prompts: DeclaredPrompts | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise UserError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        self.pooling, self.text_format = pooling, text_format
+        self.pooling, self.text_format, self.declared_prompts = pooling, text_format, declared_prompts
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.normalize = normalize
@@ -203,19 +219,19 @@ class GeckoEncoder(nn.Module):
         """
         name_or_path = local_model_path(resolve_path(str(name_or_path)))
         tokenizer = local_model_path(resolve_path(tokenizer), "tokenizer") if tokenizer else None
-        saved, text_format = Path(name_or_path) / GECKO_CONFIG, None
+        saved = Path(name_or_path) / GECKO_CONFIG
         if saved.is_file():
             cfg = json.loads(saved.read_text())
             projection_dim, max_length = cfg.get("projection_dim"), cfg.get("max_length", max_length)
-            text_format = Template.from_dict(cfg["text_format"], f"{saved}: text_format") if cfg.get("text_format") else None
         folder = declaring_folder(name_or_path, hf_kwargs.get("revision"))
+        text_format, prompts = declared_inputs(folder)
         declared = declared_pooling(folder) if folder is not None else {}
         pooling = pooling or declared.get("pooling", "mean")
         normalize = declared.get("normalize", True) if normalize is None else normalize
         backbone = _load_backbone(name_or_path, random_init, attn_implementation, **hf_kwargs)
         tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, **hf_kwargs)
         enc = cls(backbone, tok, projection_dim=projection_dim, normalize=normalize, max_length=max_length, pooling=pooling,
-                  text_format=text_format)
+                  text_format=text_format, declared_prompts=prompts)
         weights = Path(name_or_path) / PROJECTION_WEIGHTS
         if enc.projection is not None and weights.is_file():
             enc.projection.load_state_dict(load_torch_file(weights, "projection weights file", weights_only=True))

@@ -36,7 +36,8 @@ def test_offline_eval_writes_json_and_table(model_dir, tmp_path, capsys, monkeyp
     assert code == 0
     results = json.loads(out.read_text())
     meta = results.pop("_meta")  # how the scores were made: what `gecko report` groups by
-    assert meta == {"labels": {"variant": "tuned", "seed": "0"}, "model": str(model_dir), "prompts": "gecko",
+    # a saved folder that records no format and declares no prompts reads raw text
+    assert meta == {"labels": {"variant": "tuned", "seed": "0"}, "model": str(model_dir), "prompts": "none",
                     "split": "test", "dims": [32, 16]}
     assert set(results) == {"beir", "sts.tsv", tmp_path.name}
     assert set(results["beir"]) == {f"{m}@{d}" for m in ("ndcg_at_10", "recall_at_100", "mrr_at_10") for d in (32, 16)}

@@ -28,7 +28,7 @@ def test_wrapper_runs_mteb_and_writes_its_result_files(encoder, tmp_path, monkey
     seen = []
     real = encoder.encode
     monkeypatch.setattr(encoder, "encode", lambda texts, **kw: seen.extend(texts) or real(texts, **kw))
-    summary = evaluate_tasks(encoder, [MockSTSTask(), MockRetrievalTask()], tmp_path, "gecko/tiny", dims=[None, 8])
+    summary = evaluate_tasks(encoder, [MockSTSTask(), MockRetrievalTask()], tmp_path, "gecko/tiny", "gecko", dims=[None, 8])
     assert set(summary) == {"MockSTSTask", "MockRetrievalTask", "MockSTSTask@8", "MockRetrievalTask@8"}
     files = sorted(p.name for p in tmp_path.rglob("*.json"))
     assert "MockSTSTask.json" in files and "MockRetrievalTask.json" in files
@@ -38,6 +38,10 @@ def test_wrapper_runs_mteb_and_writes_its_result_files(encoder, tmp_path, monkey
     assert any(t.startswith("task: sentence similarity | query: ") for t in seen)
     assert any(t.startswith("task: search result | query: ") for t in seen)
     assert any(t.startswith("title: ") and " | text: " in t for t in seen)
+    # The default asks the model: this one records no format and declares no prompts, so mteb's texts go in as they are
+    seen.clear()
+    evaluate_tasks(encoder, [MockRetrievalTask()], tmp_path / "default", "gecko/tiny")
+    assert seen and not [t for t in seen if t.startswith(("task: ", "title: "))]
 
 
 def test_unknown_task_name_is_named(tmp_path, capsys):

@@ -12,7 +12,7 @@ from gecko_lightning.evaluation import runner
 from gecko_lightning.evaluation.loaders import BeirSet
 from gecko_lightning.evaluation.prompts import PromptMap
 from gecko_lightning.export import sentence_transformers_prompts
-from gecko_lightning.text_format import GECKO, Template, resolve_template, template_name
+from gecko_lightning.text_format import GECKO, DeclaredPrompts, Template, resolve_format, template_name
 
 PLAIN = Template.from_preset("plain")
 CUSTOM = Template("Q[{task}]: {query}", "D[{title}]: {text}", "-")
@@ -56,7 +56,7 @@ def test_symmetric_sets_join_the_title_on_both_sides(template, query, titled, un
 
 
 def test_sts_and_classification_inputs_equal_a_symmetric_training_record():
-    fmt = runner._formatter(PLAIN, None, "sentence similarity")
+    fmt = runner._formatter(resolve_format(PLAIN), "sentence similarity", "STSBenchmark", "STS")
     record = Record("r", "s", "sentence similarity", "a man plays", Passage("a person plays", None), None, True)
     train = format_record(record, PLAIN)
     assert (fmt("a man plays"), fmt("a person plays")) == (train.query, train.positive) == ("sentence similarity a man plays",
@@ -97,8 +97,13 @@ def test_round_trip_resolution_and_names():
     assert Template.from_dict(CUSTOM.to_dict()) == CUSTOM
     with pytest.raises(ValueError, match=r"needs `query` and `document` templates.*got keys \['query'\]"):
         Template.from_dict({"query": "{query}"})
-    assert resolve_template("model", PLAIN) is PLAIN and resolve_template("model", None) == GECKO
-    assert resolve_template("gecko", PLAIN) == GECKO and resolve_template("none", PLAIN) is None
+    declared = DeclaredPrompts({"query": "query: "})
+    # "model": the recorded format, else the declared prompts, else raw text; never gecko unless asked for
+    assert resolve_format("model", PLAIN, declared).template is PLAIN
+    assert resolve_format("model", None, declared) == resolve_format("model", None, declared) != resolve_format("model")
+    assert [resolve_format("model", None, declared).name, resolve_format("model").name] == ["sentence-transformers", "none"]
+    assert resolve_format("gecko", PLAIN, declared).template == GECKO
+    assert resolve_format("none", PLAIN, declared).template is None and resolve_format("none", PLAIN, declared).declared is None
     with pytest.raises(ValueError, match="prompts='plain': choose one of model, gecko, none"):
-        resolve_template("plain")
+        resolve_format("plain")
     assert [template_name(t) for t in (GECKO, PLAIN, CUSTOM, None)] == ["gecko", "plain", "custom", "none"]

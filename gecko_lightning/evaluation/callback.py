@@ -37,8 +37,10 @@ class RetrievalEvalCallback(L.Callback):
             sts_file: STS pairs file (see `gecko eval --sts`) -> `eval/spearman`; None skips STS.
             every_n_steps: also evaluate every N optimizer steps; 0 = only at epoch ends.
             at_epoch_end: evaluate at the end of each training epoch.
-            prompts: "model" (the format the DataModule trains with), "gecko" (the paper's task/title
-                formats) or "none" (raw text).
+            prompts: "model" (as the model says: the format the DataModule trains with, which `setup`
+                records on the encoder; for a DataModule without one, the prompts the base model's
+                sentence-transformers config declares, else raw text), "gecko" (the paper's task/title
+                formats) or "none" (raw text). The rule is `text_format.resolve_format`, as in `gecko eval`.
             batch_size: encoding batch size.
             prefix: metric name prefix; each Matryoshka dim d adds `...@d` (e.g. `eval/ndcg_at_10@32`).
         """

@@ -22,7 +22,6 @@ from gecko_lightning.evaluation.models import ModelLoadError, load_encoder
 from gecko_lightning.evaluation.prompts import PROMPT_STYLES, PromptMap
 from gecko_lightning.evaluation.results import parse_labels, write_results
 from gecko_lightning.evaluation import runner
-from gecko_lightning.text_format import template_name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mteb", nargs="+", action="extend", default=[], metavar="NAME", help="MTEB task or benchmark names (needs the data cached or network)")
     p.add_argument("--mteb-output", default="results/mteb", help="folder for MTEB's own result files")
     p.add_argument("--prompts", choices=PROMPT_STYLES, default="model",
-                   help="model: the format the model was trained with (gecko if it records none); gecko: the paper's "
-                        "task/title formats; none: raw text")
+                   help="model: as the model says: the format it records (ours), else the prompts its "
+                        "config_sentence_transformers.json declares, else raw text; gecko: the paper's task/title "
+                        "formats; none: raw text")
     p.add_argument("--prompt-map", default=None, help="YAML of task strings (default configs/eval/gecko_prompts.yaml)")
     p.add_argument("--dims", nargs="+", type=int, default=None, help="Matryoshka dims to score (truncate + renormalise); default full width")
     p.add_argument("--ignore-identical-ids", action="store_true", help="drop retrieved docs whose id equals the query id (ArguAna/Quora)")
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             resolve_tasks(args.mteb)
         labels = parse_labels(args.label)  # a bad label fails before the model loads
         encoder = load_encoder(args.model, args.max_length)
+        fmt = runner.input_format(args.prompts, encoder)
+        print(f"[gecko eval] {args.model} reads its inputs as {fmt.describe()}", file=sys.stderr)  # which, and why
         results = run_offline(args, encoder)
         if args.mteb:
             results.update(_run_mteb(args, encoder))
@@ -138,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_table(results))
     if args.output:
-        prompts = template_name(runner.template_for(args.prompts, encoder))  # the format used: gecko, plain, custom or none
-        meta = {"labels": labels, "model": args.model, "prompts": prompts, "split": args.split, "dims": args.dims}
+        # the format used: gecko, plain, custom, sentence-transformers or none
+        meta = {"labels": labels, "model": args.model, "prompts": fmt.name, "split": args.split, "dims": args.dims}
         write_results(Path(args.output), results, meta)
         print(f"[gecko eval] wrote {args.output}", file=sys.stderr)
     if args.wandb:

@@ -1,4 +1,4 @@
-"""Run the real `mteb` package on a GeckoEncoder, with Gecko's per-task prompts.
+"""Run the real `mteb` package on a GeckoEncoder, formatting inputs as the model says (or as asked).
 
 `GeckoMTEBEncoder` implements mteb 2.x's encoder protocol (`encode(DataLoader, *, task_metadata,
 hf_split, hf_subset, prompt_type)`); mteb then scores and stores results in its own JSON format.
@@ -15,8 +15,7 @@ import numpy as np
 
 from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.evaluation.prompts import PromptMap
-from gecko_lightning.evaluation.runner import embed, template_for, truncate
-from gecko_lightning.text_format import template_name
+from gecko_lightning.evaluation.runner import embed, input_format, truncate
 
 
 class MTEBDataUnavailable(RuntimeError):
@@ -29,8 +28,9 @@ def _make_wrapper_class():
     from mteb.models.model_meta import ModelMeta, ScoringFunction
 
     class GeckoMTEBEncoder(AbsEncoder):
-        """A GeckoEncoder seen by mteb. prompts="model" formats inputs per task with the format the model
-        was trained with (gecko when it records none), "gecko" with the paper's; "none" passes text as is.
+        """A GeckoEncoder seen by mteb. prompts="model" formats inputs as the model says (the format it
+        records, else its declared sentence-transformers prompts per task and role, else raw text;
+        `text_format.resolve_format`), "gecko" with the paper's; "none" passes text as is.
 
         dim: evaluate a Matryoshka prefix (truncate + renormalise); None keeps the full width.
         """
@@ -38,10 +38,10 @@ def _make_wrapper_class():
         def __init__(self, encoder: GeckoEncoder, name: str, prompts: str = "model", prompt_map: PromptMap | None = None,
                      dim: int | None = None, batch_size: int = 64) -> None:
             self.model, self.prompts, self.dim, self.batch_size = encoder, prompts, dim, batch_size
-            self.template = template_for(prompts, encoder)  # None: raw text
+            self.format = input_format(prompts, encoder)
             self.prompt_map = prompt_map or PromptMap.load()
             self.mteb_model_meta = ModelMeta.create_empty({
-                "name": name, "revision": f"prompts-{template_name(self.template)}" + (f"-dim{dim}" if dim else ""),
+                "name": name, "revision": f"prompts-{self.format.name}" + (f"-dim{dim}" if dim else ""),
                 "embed_dim": dim or encoder.dim, "max_tokens": encoder.max_length,
                 "similarity_fn_name": ScoringFunction.COSINE, "framework": ["PyTorch"],
             })
@@ -52,22 +52,24 @@ def _make_wrapper_class():
             return truncate(emb, self.dim).numpy()
 
         def _format(self, batch: dict, task_metadata, prompt_type) -> list[str]:
-            texts, template = list(batch["text"]), self.template
-            if template is None:
-                return texts
+            texts, fmt = list(batch["text"]), self.format
             name, kind = task_metadata.name, task_metadata.type
             task = self.prompt_map.task_for(kind, name)
-            is_doc = prompt_type is not None and str(getattr(prompt_type, "value", prompt_type)) == "document"
-            if not is_doc:
-                return [template.format_query(task, t) for t in texts]
+            role = str(getattr(prompt_type, "value", prompt_type)) if prompt_type is not None else None
+            if role is None:  # symmetric tasks (STS, classification, clustering): mteb names no role
+                return [fmt.symmetric(task, t, task_name=name, task_type=kind) for t in texts]
+            if role == "query":
+                return [fmt.query(task, t, task_name=name, task_type=kind) for t in texts]
+            if fmt.template is None:  # mteb has joined "title text" already, as raw text wants it
+                return [fmt.document(None, t, task_name=name, task_type=kind, raw=t) for t in texts]
             titles, bodies = batch.get("title"), batch.get("body")
             if bodies is not None:  # mteb joins "title text"; the template wants the fields apart
                 titles = titles if titles is not None else [None] * len(bodies)
             else:
                 titles, bodies = [None] * len(texts), texts
             if self.prompt_map.is_symmetric(name):
-                return [template.format_symmetric(task, t, b) for t, b in zip(titles, bodies)]
-            return [template.format_document(t, b) for t, b in zip(titles, bodies)]
+                return [fmt.symmetric_document(task, t, b) for t, b in zip(titles, bodies)]
+            return [fmt.document(t, b) for t, b in zip(titles, bodies)]
 
     return GeckoMTEBEncoder
 

@@ -17,7 +17,7 @@ from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.evaluation import metrics
 from gecko_lightning.evaluation.loaders import BeirSet, LabelSet, PairSet
 from gecko_lightning.evaluation.prompts import PromptMap
-from gecko_lightning.text_format import TASK_TYPES, Template, join_title, resolve_template
+from gecko_lightning.text_format import TASK_TYPES, InputFormat, Template, resolve_format
 
 TOP_K = 100  # deepest cut any reported metric needs (Recall@100)
 
@@ -70,31 +70,35 @@ def search(queries: torch.Tensor, docs: torch.Tensor, k: int = TOP_K, chunk: int
     return torch.cat([p.values for p in parts]).cpu().numpy(), torch.cat([p.indices for p in parts]).cpu().numpy()
 
 
-def template_for(prompts: str | Template | None, encoder: GeckoEncoder | None = None) -> Template | None:
-    """The Template to format with, None for raw text: a style name ("model", "gecko", "none") resolves
-    against the encoder's own format, the one it was trained with (see `text_format.resolve_template`)."""
-    return None if prompts is None else resolve_template(prompts, getattr(encoder, "text_format", None))
+Prompts = str | Template | InputFormat  # a style of text_format.PROMPT_STYLES, or a format to use as is
 
 
-def beir_texts(data: BeirSet, prompts: str | Template | None, prompt_map: PromptMap) -> tuple[list[str], list[str]]:
-    """Query and document strings in the chosen prompt style (dict order of data.queries / data.corpus)."""
-    queries, docs = list(data.queries.values()), list(data.corpus.values())
-    template = template_for(prompts)
-    if template is None:
-        return queries, [join_title(t, x) for t, x in docs]
-    task = prompt_map.retrieval_task(data.name)
-    if prompt_map.is_symmetric(data.name):  # duplicate-question search: documents are queries too
-        return [template.format_query(task, q) for q in queries], [template.format_symmetric(task, t, x) for t, x in docs]
-    return [template.format_query(task, q) for q in queries], [template.format_document(t, x) for t, x in docs]
+def input_format(prompts: Prompts, encoder: GeckoEncoder | None = None) -> InputFormat:
+    """What the encoder reads under a prompt style: "model" asks the encoder (the format it records, else
+    the prompts it declares, else raw text; `text_format.resolve_format`), "gecko" / "none" force one."""
+    return resolve_format(prompts, getattr(encoder, "text_format", None), getattr(encoder, "declared_prompts", None))
 
 
-def _formatter(prompts: str | Template | None, encoder: GeckoEncoder, task: str):
-    """text -> model input for a symmetric set (STS, classification): the query format, or raw text."""
-    template = template_for(prompts, encoder)
-    return (lambda s: s) if template is None else (lambda s: template.format_query(task, s))
+def beir_texts(data: BeirSet, prompts: Prompts, prompt_map: PromptMap) -> tuple[list[str], list[str]]:
+    """Query and document strings in the chosen format (dict order of data.queries / data.corpus).
+
+    The dataset's name is its task name for declared prompts (a "SciFact-query" prompt), its task string
+    (prompt_map) is what our templates write.
+    """
+    fmt, name = input_format(prompts), data.name
+    task = prompt_map.retrieval_task(name)
+    queries = [fmt.query(task, q, task_name=name) for q in data.queries.values()]
+    if prompt_map.is_symmetric(name):  # duplicate-question search: documents are queries too
+        return queries, [fmt.symmetric_document(task, t, x, task_name=name) for t, x in data.corpus.values()]
+    return queries, [fmt.document(t, x, task_name=name) for t, x in data.corpus.values()]
 
 
-def evaluate_beir(encoder: GeckoEncoder, data: BeirSet, dims: Sequence[int | None] = (None,), prompts: str | Template = "model",
+def _formatter(fmt: InputFormat, task: str, task_name: str, task_type: str):
+    """text -> model input for either side of a symmetric set (STS, classification)."""
+    return lambda s: fmt.symmetric(task, s, task_name=task_name, task_type=task_type)
+
+
+def evaluate_beir(encoder: GeckoEncoder, data: BeirSet, dims: Sequence[int | None] = (None,), prompts: Prompts = "model",
                   prompt_map: PromptMap | None = None, batch_size: int = 64, show_progress: bool = True,
                   ignore_identical_ids: bool = False, device: str | None = None) -> dict[str, dict[str, float]]:
     """{dim: {ndcg_at_10, recall_at_100, mrr_at_10}} on a 0-100 scale.
@@ -102,7 +106,7 @@ def evaluate_beir(encoder: GeckoEncoder, data: BeirSet, dims: Sequence[int | Non
     ignore_identical_ids: drop a retrieved document whose id equals the query id, as MTEB does for
     ArguAna/Quora-style sets where queries are also in the corpus (MTEB's default is False too).
     """
-    q_texts, d_texts = beir_texts(data, template_for(prompts, encoder), prompt_map or PromptMap.load())
+    q_texts, d_texts = beir_texts(data, input_format(prompts, encoder), prompt_map or PromptMap.load())
     q_emb = embed(encoder, q_texts, batch_size, device, show_progress)
     d_emb = embed(encoder, d_texts, batch_size, device, show_progress)
     q_ids, d_ids = list(data.queries), list(data.corpus)
@@ -115,11 +119,11 @@ def evaluate_beir(encoder: GeckoEncoder, data: BeirSet, dims: Sequence[int | Non
     return out
 
 
-def evaluate_sts(encoder: GeckoEncoder, data: PairSet, dims: Sequence[int | None] = (None,), prompts: str | Template = "model",
+def evaluate_sts(encoder: GeckoEncoder, data: PairSet, dims: Sequence[int | None] = (None,), prompts: Prompts = "model",
                  task: str = TASK_TYPES["STS"], batch_size: int = 64, show_progress: bool = True,
                  device: str | None = None) -> dict[str, dict[str, float]]:
     """{dim: {spearman}}: Spearman (x100) of cosine similarity against the gold scores."""
-    fmt = _formatter(prompts, encoder, task)
+    fmt = _formatter(input_format(prompts, encoder), task, data.name, "STS")
     uniq = list(dict.fromkeys(data.s1 + data.s2))  # each sentence once
     emb = embed(encoder, [fmt(s) for s in uniq], batch_size, device, show_progress)
     pos = {s: i for i, s in enumerate(uniq)}
@@ -133,10 +137,10 @@ def evaluate_sts(encoder: GeckoEncoder, data: PairSet, dims: Sequence[int | None
 
 
 def evaluate_classification(encoder: GeckoEncoder, train: LabelSet, test: LabelSet, dims: Sequence[int | None] = (None,),
-                            prompts: str | Template = "model", task: str = TASK_TYPES["Classification"], samples_per_label: int | None = 8,
+                            prompts: Prompts = "model", task: str = TASK_TYPES["Classification"], samples_per_label: int | None = 8,
                             n_experiments: int = 10, batch_size: int = 64, show_progress: bool = True) -> dict[str, dict[str, float]]:
     """{dim: {accuracy}}: MTEB-style logistic regression on frozen embeddings (see metrics.classification_accuracy)."""
-    fmt = _formatter(prompts, encoder, task)
+    fmt = _formatter(input_format(prompts, encoder), task, "", "Classification")
     tr = embed(encoder, [fmt(t) for t in train.texts], batch_size, show_progress=show_progress)
     te = embed(encoder, [fmt(t) for t in test.texts], batch_size, show_progress=show_progress)
     return {
