@@ -4,10 +4,12 @@ Defaults added here: a `GeckoWandbLogger` (offline unless a W&B key is available
 `--trainer.logger=false` or any Lightning logger), the `Throughput` callback, and a config callback
 that logs the resolved config, git commit and data manifests to the loggers. `normalize_argv`
 makes the `--key=value` arguments of a W&B sweep agent read as LightningCLI overrides.
+Lightning's "💡 Tip" lines that advertise litlogger and litmodels are dropped (`quiet_integration_tips`).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -25,6 +27,30 @@ WANDB_LOGGER = "gecko_lightning.tracking.GeckoWandbLogger"
 # overrides of the same section, or they would reset them; W&B passes its args in any order.
 _GROUP_KEYS = ("--data", "--model", "--trainer", "--trainer.logger")
 FIT_KEPT = "checkpoints saved before it are whole (add --ckpt_path with the last one to resume from it)"
+
+
+TIP_PREFIX = "💡 Tip:"
+# The loggers Lightning's rank_zero_info writes through (lightning_utilities' `log`, re-pointed by each package).
+TIP_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+class _NoIntegrationTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TIP_PREFIX)
+
+
+def quiet_integration_tips() -> None:
+    """Drop Lightning's "💡 Tip" lines (install litlogger, install litmodels): they say nothing about the run.
+
+    Lightning 2.6 prints them at INFO through its `rank_zero_info` logger with no switch to turn them off
+    (a later release adds `Trainer(suggest_integrations=False)`); its documented way to shape console
+    output is that logging hierarchy. A filter on the logger drops these lines and keeps the others
+    (devices, checkpoints). Idempotent.
+    """
+    for name in TIP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoIntegrationTips) for f in logger.filters):
+            logger.addFilter(_NoIntegrationTips())
 
 
 def _tokenizer_for_data(model_name_or_path: str, tokenizer: str | None) -> str:
@@ -95,6 +121,7 @@ def run_lightning_cli(argv: list[str]) -> GeckoCLI:
     if argv == sys.argv[1:]:
         sys.argv[1:], args = args, None
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    quiet_integration_tips()
     # Lightning writes each checkpoint to a temp file and renames it (fsspec transaction), so a full disk
     # never leaves half of one under its name.
     kept = FIT_KEPT if argv and argv[0] == "fit" else None

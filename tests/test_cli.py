@@ -78,6 +78,7 @@ def test_tiny_fit_end_to_end(tmp_path):
            f"--trainer.default_root_dir={tmp_path}", "--trainer.accelerator=cpu"]
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "💡" not in run.stdout + run.stderr  # Lightning's litlogger / litmodels adverts are dropped
     ckpts = list(tmp_path.rglob("*.ckpt"))
     assert ckpts, f"no checkpoint under {tmp_path}"
     import torch
