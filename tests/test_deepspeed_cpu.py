@@ -222,3 +222,24 @@ def test_killed_zero2_run_resumes_where_the_uninterrupted_run_ends(runs, tmp_pat
     assert after == {rank: {s: d for s, d in log.items() if int(s) >= SAVE_EVERY} for rank, log in batches(whole).items()}
     assert sorted(int(s) for s in after["batches_rank0"]) == list(range(SAVE_EVERY, STEPS))  # started at the saved step
     assert_same_weights(weights(resumed, tmp_path), weights(whole, tmp_path), REORDER_ATOL, "resumed vs uninterrupted ZeRO-2")
+
+
+# ---- the distillation term under ZeRO and GradCache -----------------------------------------------
+
+
+def test_distill_under_zero2_with_grad_cache_ends_at_the_one_process_weights(runs, tmp_path):
+    """model.distill=kl on a build with candidate lists: ZeRO-2 on 2 ranks with GradCache against one
+    process on the 32-row global batch. The term is divided by the rows with a list in the *global*
+    batch; a per-rank mean would weight the ranks' rows unequally whenever their counts differ."""
+    from data_builders import cli
+
+    build = runs.root / "fret_lists"
+    if not (build / "manifest.json").exists():
+        assert cli.main(["fret", "--config", str(REPO / "configs/data/fret_fake.yaml"), "--corpus.num_seeds=64",
+                         "--output_dir", str(build)]) == 0
+    lists = ["--model.distill=kl", "--model.teacher_temperature=0.5", f"--data.init_args.path={build}"]
+    zero = runs.fit("zero2_kl_gc", 2, *lists, f"--model.grad_cache_chunk_size={CHUNK}")
+    one = runs.fit("one_kl", "one", *lists)
+    plain = runs.fit("one_kl0", "one", *lists[1:], "--model.distill=kl", "--model.distill_weight=0")
+    assert max((weights(one, tmp_path)[k] - v).abs().max() for k, v in weights(plain, tmp_path).items()) > 1e-4  # the term trained
+    assert_same_weights(weights(zero, tmp_path), weights(one, tmp_path), ONE_ATOL, "ZeRO-2 GradCache distill vs one process")
