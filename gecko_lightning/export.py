@@ -8,6 +8,7 @@ Layout written (sentence-transformers convention, backbone at the root so `AutoM
     config_sentence_transformers.json                    the model's text format as named prompts, cosine similarity
     gecko_encoder.json, projection.pt                    so GeckoEncoder.from_pretrained(out) restores it exactly (text format included)
     README.md                                            model card (model_card.py): Hub metadata, usage, prompts, dims, config, results
+    onnx/model.onnx [, onnx/model_qint8_<arch>.onnx]     with --onnx [--quantize int8]: the backbone for ONNX Runtime (onnx_export.py)
 The source is a `gecko fit` checkpoint (a .ckpt file or a DeepSpeed folder, read by
 `checkpoint.load_checkpoint`, never by the LightningModule) or a saved/exported folder.
 `--push-to-hub OWNER/NAME` then uploads the folder (`gecko_lightning.hub.upload_folder`).
@@ -34,6 +35,7 @@ from gecko_lightning.evaluation.models import load_encoder
 from gecko_lightning.evaluation.prompts import PromptMap
 from gecko_lightning.evaluation.results import read_results
 from gecko_lightning.model_card import front_matter, metadata, model_card
+from gecko_lightning.onnx_export import check_flags, require_onnx, write_onnx
 from gecko_lightning.text_format import GECKO, Template
 
 RESULT_NAMES = ("results.json", "eval_results.json")
@@ -137,12 +139,15 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 
 
 def export(source: str | Path, out_dir: str | Path, results: str | None = None, matryoshka_dims: list[int] | None = None,
-           name: str | None = None, overwrite: bool = False) -> Path:
+           name: str | None = None, overwrite: bool = False, onnx: bool = False, quantize_arch: str | None = None) -> Path:
     """Write the folder described in the module docstring; returns it.
 
     The folder is built beside out_dir and swapped in at the end: a bad source or a crash mid-export
-    leaves a previous export exactly as it was.
+    leaves a previous export exactly as it was. `onnx`: also onnx/model.onnx, and with `quantize_arch`
+    its int8 copy for that CPU (`onnx_export.check_flags` names them).
     """
+    if onnx:
+        require_onnx()
     source, out_dir = Path(source), Path(out_dir)
     _refuse_self_export(source, out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -158,7 +163,8 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         write_sentence_transformers(encoder, tmp, sentence_transformers_prompts(encoder.text_format))
-        _finish_folder(tmp, encoder, hparams, dims, name, scores, meta, data)
+        onnx_checked = write_onnx(tmp, quantize_arch) if onnx else {}
+        _finish_folder(tmp, encoder, hparams, dims, name, scores, meta, data, onnx_checked)
         _swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful swap
@@ -166,13 +172,14 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
 
 
 def _finish_folder(out_dir: Path, encoder: GeckoEncoder, hparams: dict, dims: list[int], name: str, results: dict | None,
-                   meta: dict, data: dict) -> None:
+                   meta: dict, data: dict, onnx_checked: dict[str, float] | None = None) -> None:
     """Add the trained Matryoshka dims to gecko_encoder.json and config.json, and write the model card."""
     _update_json(out_dir / "gecko_encoder.json", matryoshka_dims=dims or None)
     if dims:  # vLLM serves `dimensions` only for a backbone config that lists them (and only those)
         _update_json(out_dir / "config.json", matryoshka_dimensions=dims)
     prompts = json.loads((out_dir / "config_sentence_transformers.json").read_text()).get("prompts", {})
-    (out_dir / "README.md").write_text(model_card(name, encoder, hparams, dims, prompts, results, meta, data))
+    (out_dir / "README.md").write_text(model_card(name, encoder, hparams, dims, prompts, results, meta, data,
+                                                     onnx_checked))
 
 
 def _update_json(path: Path, **values) -> None:
@@ -191,13 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload the exported folder to this Hub model repository")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    p.add_argument("--onnx", action="store_true", help="also write onnx/model.onnx for ONNX Runtime (needs the onnx extra)")
+    p.add_argument("--quantize", default=None, metavar="int8", help="with --onnx: also a dynamically quantized int8 copy")
+    p.add_argument("--quantize-arch", default=None, metavar="ARCH",
+                   help="the int8 copy's CPU: avx512_vnni, avx512, avx2 or arm64 (default: this machine's)")
     args = p.parse_args(argv)
     try:
         if args.push_to_hub:
             check_repo(args.push_to_hub)
         elif args.private:
             raise UserError("--private only applies with --push-to-hub OWNER/NAME")
-        out = export(args.checkpoint, args.out_dir, args.results, args.matryoshka_dims, args.name or args.push_to_hub, args.overwrite)
+        arch = check_flags(args.onnx, args.quantize, args.quantize_arch)
+        out = export(args.checkpoint, args.out_dir, args.results, args.matryoshka_dims, args.name or args.push_to_hub, args.overwrite,
+                     onnx=args.onnx, quantize_arch=arch)
         print(f"[gecko export] wrote {out}")
         if args.push_to_hub:
             url = hub.upload_folder(out, args.push_to_hub, repo_type="model", private=args.private)

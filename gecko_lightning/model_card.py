@@ -141,8 +141,11 @@ def _provenance(meta: dict, base_model: str | None, data: dict) -> str:
 
 
 def model_card(name: str, encoder: GeckoEncoder, hparams: dict, dims: list[int], prompts: dict[str, str],
-               results: dict | None, meta: dict, data: dict | None = None) -> str:
-    """README.md: Hub metadata, how to load it, which prompts, which Matryoshka widths, how it was trained and scored."""
+               results: dict | None, meta: dict, data: dict | None = None, onnx_checked: dict[str, float] | None = None) -> str:
+    """README.md: Hub metadata, how to load it, which prompts, which Matryoshka widths, how it was trained and scored.
+
+    `onnx_checked`: {ONNX file: its cosine to `encode` at export} (`onnx_export.write_onnx`), listed under Serving.
+    """
     template = encoder.text_format or GECKO
     dims_line = ", ".join(map(str, dims)) if dims else f"{encoder.dim} (no Matryoshka training)"
     trunc_line = (f'\nsmall = SentenceTransformer("{name}", truncate_dim={dims[-1]})   # Matryoshka: keep the first {dims[-1]} dims'
@@ -187,7 +190,7 @@ print(model.similarity(q, d)){trunc_line}
 
 Trained dims: {dims_line}. Load with `truncate_dim=d` (or slice the first d values and re-normalise) for smaller vectors.
 
-{serve_section(name, template, encoder.max_length, dims)}
+{serve_section(name, template, encoder.max_length, dims)}{onnx_section(name, encoder, onnx_checked or {})}
 
 ## Training configuration
 
@@ -254,6 +257,83 @@ vectors = [d.embedding for d in out.data]
 
 {dims_line}
 """
+
+
+FASTEMBED_POOLING = {"mean": "MEAN", "cls": "CLS", "lasttoken": "LAST_TOKEN"}
+NUMPY_POOLING = {"mean": "m = enc['attention_mask'][..., None]; v = (hidden * m).sum(1) / m.sum(1)",
+                 "cls": "v = hidden[:, 0]",
+                 "lasttoken": "last = enc['attention_mask'].cumsum(1).argmax(1); v = hidden[np.arange(len(hidden)), last]"}
+
+
+def onnx_section(name: str, encoder: GeckoEncoder, checked: dict[str, float]) -> str:
+    """The Serving section's ONNX lines: each file, and how fastembed or an ONNX Runtime session reads it."""
+    if not checked:
+        return ""
+    hidden = encoder.projection.in_features if encoder.projection is not None else encoder.dim
+    rows = "\n".join(f"| `{f}` | {_onnx_file_words(f, hidden)}; cosine to `encode` at export: {c:.6f} "
+                     f"({'mean' if 'int8' in f else 'lowest'} over 5 texts) |" for f, c in checked.items())
+    steps = (f"{POOLING_WORDS[encoder.pooling]}{', the projection in 2_Dense' if encoder.projection is not None else ''}"
+             f"{', L2 normalisation' if encoder.normalize else ''}")
+    fast = (f"""fastembed applies the pooling and normalisation itself:
+
+```python
+from fastembed import TextEmbedding
+from fastembed.common.model_description import ModelSource, PoolingType
+
+TextEmbedding.add_custom_model(model="{name}", pooling=PoolingType.{FASTEMBED_POOLING[encoder.pooling]}, normalization={encoder.normalize},
+                               sources=ModelSource(hf="{name}"), dim={encoder.dim}, model_file="onnx/model.onnx")
+model = TextEmbedding("{name}", specific_model_path="path/to/this/folder")   # without it, fastembed downloads from the Hub
+vectors = list(model.embed(texts))   # texts formatted as in the table above
+```
+
+`model_file` may name the int8 file instead.""" if encoder.projection is None else
+            "fastembed has no projection step, so it cannot read this model (2_Dense); use ONNX Runtime as below.")
+    return f"""
+### ONNX Runtime and fastembed
+
+| file | what it is |
+| --- | --- |
+{rows}
+
+The graphs hold the backbone only. To its `last_hidden_state` a client applies what modules.json declares:
+{steps}; inputs come from this folder's tokenizer, truncating at {encoder.max_length} tokens.
+`SentenceTransformer(path, backend="onnx")` reads `onnx/model.onnx` (an int8 file with
+`model_kwargs={{"file_name": ...}}`) wherever optimum-onnx is installed.
+
+{fast}
+
+With ONNX Runtime alone (numpy, no torch):
+
+```python
+import numpy as np, onnxruntime as ort
+from transformers import AutoTokenizer
+
+tok = AutoTokenizer.from_pretrained("path/to/this/folder")
+session = ort.InferenceSession("path/to/this/folder/onnx/model.onnx")
+enc = tok(texts, padding=True, truncation=True, max_length={encoder.max_length}, return_tensors="np")
+hidden = session.run(None, {{i.name: enc[i.name] for i in session.get_inputs()}})[0]   # (batch, tokens, {hidden})
+{NUMPY_POOLING[encoder.pooling]}{_numpy_projection(encoder)}
+{'v = v / np.linalg.norm(v, axis=1, keepdims=True)' if encoder.normalize else ''}
+```
+
+`gecko_lightning.onnx_encoder.OnnxEncoder(path, file).encode(texts, prompt_name="query")` does the same from the folder's files.
+"""
+
+
+def _numpy_projection(encoder: GeckoEncoder) -> str:
+    if encoder.projection is None:
+        return ""
+    bias = ' + dense["linear.bias"]' if encoder.projection.bias is not None else ""
+    return ('\nfrom safetensors.numpy import load_file\n'
+            f'dense = load_file("path/to/this/folder/2_Dense/model.safetensors"); v = v @ dense["linear.weight"].T{bias}')
+
+
+def _onnx_file_words(file: str, hidden: int) -> str:
+    if file.endswith("/model.onnx"):
+        return (f"the backbone in float32: `input_ids`, `attention_mask`(, `token_type_ids`) -> `last_hidden_state` "
+                f"(batch, tokens, {hidden}), batch and sequence axes dynamic")
+    arch = Path(file).stem.split("_", 2)[-1]  # model_qint8_avx512_vnni -> avx512_vnni
+    return f"the same graph with MatMul and embedding weights in 8 bits (ONNX Runtime dynamic quantization) for {arch} CPUs"
 
 
 def _py(text: str) -> str:
