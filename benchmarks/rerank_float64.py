@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     from data_builders.config import load_config
     from data_builders.corpus import read_jsonl
-    from data_builders.fret.stages import _logsumexp
+    from data_builders.fret.rerank import _logsumexp
     from data_builders.llm.hf import TransformersLLM
     from data_builders.prompts import load_prompt, passage_text
 

@@ -3,13 +3,13 @@
 Gecko's claim is that the LLM picks a better positive than retrieval alone. The paper checks the
 re-ranker directly: RRF(QL, RC) over the top 100 lifts BEIR nDCG@10 from 51.3 to 56.8. This runs the
 same check for one build config: the build's embedder retrieves each BEIR query's top `retrieve.top_n`,
-the build's LLM and prompts score every (query, candidate) pair through `stages.score_pairs` (so the
+the build's LLM and prompts score every (query, candidate) pair through `fret.rerank.score_pairs` (so the
 calls share the build's cache keys and cache file), and four orders of the same N candidates are
 scored against the qrels:
 
     embedder   retrieval order
     ql, rc     one LLM score alone (ties keep retrieval order)
-    rrf        1/r_QL + 1/r_RC, the order the build takes its positive from (`stages._fuse`)
+    rrf        1/r_QL + 1/r_RC, the order the build takes its positive from (`fret.rerank._fuse`)
 
 Re-ranking only permutes the top N, so recall@N is the same for all four orders.
 """
@@ -41,7 +41,7 @@ from .llm import LLM, BackendError, CallFailed
 from .fret.context import Context
 from .prompts import load_prompt, passage_text
 from .index import doc_texts, embed, embedder_format, load_embedder, query_texts, search
-from .fret.stages import _fuse, _ranks, rerank_chunk, rerank_prompts, score_pairs
+from .fret.rerank import _fuse, _ranks, rerank_chunk, rerank_prompts, score_pairs
 
 log = logging.getLogger(__name__)
 ORDERS = ("embedder", "ql", "rc", "rrf")

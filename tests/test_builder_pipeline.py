@@ -228,7 +228,7 @@ def test_margin_reselection_and_a_bad_margin(built, tmp_path, capsys):
 
 
 def test_ql_top1_takes_the_best_query_likelihood_not_the_fused_top():
-    from data_builders.fret.stages import _fuse
+    from data_builders.fret.rerank import _fuse
 
     # By hand: QL ranks b=1 c=2 a=3, RC ranks a=1 c=2 b=3; fused a = b = 4/3 > c = 1, and the tie keeps
     # retrieval order, so the fused top 1 is a while QL alone prefers b.

@@ -13,7 +13,7 @@ import pytest
 from data_builders import cli
 from data_builders.config import load_config
 from data_builders.fret.context import Context
-from data_builders.fret.stages import rerank_prompts, score_pairs
+from data_builders.fret.rerank import rerank_prompts, score_pairs
 from data_builders.llm.fake import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]

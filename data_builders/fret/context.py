@@ -10,11 +10,14 @@ from pathlib import Path
 
 from ..config import BuildConfig
 from ..llm import LLM, build_llm
-from ..llm.cache import CallCounter, LLMCache
+from ..llm.cache import CallCounter, LLMCache, cached_batch
 from .sharding import shard_dir
 
 STAGES = ("generate", "retrieve", "rerank", "select", "export")
 LLM_STAGES = ("generate", "rerank")
+# Engines that schedule many prompts themselves get whole submissions; in-process transformers
+# gets its own batch size, since its batch is one padded forward pass.
+SCHEDULING_BACKENDS = ("vllm", "openai")
 
 
 class Context:
@@ -49,3 +52,13 @@ class Context:
             self.llm_load_s = time.perf_counter() - start
             self.models["llm"] = self._llm.model_id
         return self._llm
+
+
+def submission(ctx: Context, in_process: int) -> int:
+    """Prompts per backend call: `llm.submit_size` for vllm/openai, else `in_process`."""
+    return ctx.cfg.llm.submit_size if ctx.cfg.llm.backend in SCHEDULING_BACKENDS else in_process
+
+
+def cached(ctx: Context, stage: str, keys: list[str], compute) -> list:
+    """`compute` for the keys the cache lacks, through the build's cache and call counter."""
+    return cached_batch(ctx.cache, ctx.counter, stage, keys, compute, max_failures=ctx.cfg.llm.max_failures)
