@@ -134,17 +134,18 @@ class DeclaredPrompts:
         text, chosen as mteb 2.x then sentence-transformers choose it.
 
         mteb looks for "{task name}-{role}", "{task name}", "{task type}-{role}", "{task type}", "{role}"
-        (task names ignoring case here: local folders are named "scifact", mteb's task "SciFact").
+        (task names ignoring case here: a local folder is named "scifact", mteb's task "SciFact").
         Finding none, it calls encode_query / encode_document / encode, which fall back to "query" /
         "document", "passage", "corpus" / nothing, and then to `default_prompt_name`.
         """
-        lowered = {k.lower(): k for k in self.prompts}
-        mteb = [f"{task_name}-{role}" if task_name and role else "", task_name,
-                f"{task_type}-{role}" if task_type and role else "", task_type, role or ""]
+        any_case = {k.lower(): k for k in self.prompts}
+        for key in filter(None, [f"{task_name}-{role}" if task_name and role else "", task_name]):
+            if key.lower() in any_case:
+                return self.prompts[any_case[key.lower()]]
         fallback = {"query": ["query"], "document": ["document", "passage", "corpus"]}.get(role or "", [])
-        for key in filter(None, mteb + fallback):
-            if (found := lowered.get(key.lower())) is not None:
-                return self.prompts[found]
+        for key in filter(None, [f"{task_type}-{role}" if task_type and role else "", task_type, role or "", *fallback]):
+            if key in self.prompts:
+                return self.prompts[key]
         return self.prompts.get(self.default_prompt_name, "") if self.default_prompt_name else ""
 
     def summary(self) -> str:

@@ -219,6 +219,7 @@ def test_declared_prompts_are_looked_up_as_mteb_then_sentence_transformers_do():
     assert declared.prompt("query", "FiQA", "Retrieval") == "q: "  # then the role
     assert declared.prompt(None, "Banking77", "Classification") == "w: "  # nothing found: default_prompt_name
     assert DeclaredPrompts({"passage": "p: "}).prompt("document") == "p: "  # encode_document's own fallback
+    assert DeclaredPrompts({"retrieval": "r: "}).prompt("query", "SciFact", "Retrieval") == ""  # types match exactly, as in mteb
 
 
 def test_a_config_of_empty_prompts_declares_none(tmp_path):
