@@ -170,7 +170,7 @@ def declare_inputs(run, inputs: list[dict[str, Any]]) -> list[str]:
 def write_run_record(run, job_type: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> Path:
     """gecko_run.json in the run's files folder: what `gecko sync` and `offline_graph` read."""
     path = Path(run.dir) / RUN_RECORD
-    record = {"run_id": run.id, "project": run.project, "entity": run.entity or None, "job_type": job_type,
+    record = {"run_id": run.id, "name": run.name, "project": run.project, "entity": run.entity or None, "job_type": job_type,
               "mode": run.settings.mode, "inputs": inputs, "outputs": outputs}
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
@@ -216,7 +216,7 @@ def offline_graph(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     for folder in run_folders(paths):
         record = read_run_record(folder) or {}
         (wandb_file,) = folder.glob("*.wandb")
-        rows.append({"run": folder.name, "path": str(folder), "job_type": record.get("job_type"),
+        rows.append({"run": folder.name, "path": str(folder), "job_type": record.get("job_type"), "name": record.get("name"),
                      "project": record.get("project") or "gecko", "entity": record.get("entity"),
                      "outputs": [a for a in offline_artifacts(wandb_file) if a["type"] != "run_table"],
                      "inputs": record.get("inputs", [])})
@@ -230,7 +230,8 @@ def log_eval(results: dict[str, dict[str, float]], config: dict[str, Any], model
     import wandb
 
     inputs = folder_inputs([model]) if Path(model).is_dir() else []
-    run = start_run("eval", folder, project, mode, config={**config, "inputs": inputs})
+    name = Path(config["output"]).stem if config.get("output") else None  # finetuned_split, base, ...
+    run = start_run("eval", folder, project, mode, name=name, config={**config, "inputs": inputs})
     try:
         metrics = sorted({m for per in results.values() for m in per})
         run.summary.update({f"{ds}/{m}": v for ds, per in results.items() for m, v in per.items()})

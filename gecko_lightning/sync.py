@@ -46,7 +46,7 @@ def describe(runs: list[dict[str, Any]]) -> str:
     """The runs in upload order: job type, artifacts logged, inputs to declare."""
     lines = []
     for r in runs:
-        lines.append(f"{r['run']}  job_type={r['job_type'] or '?'}  {r['path']}")
+        lines.append(f"{r['run']}  job_type={r['job_type'] or '?'}  name={r['name'] or '-'}  {r['path']}")
         lines += [f"    logs  {a['name']} ({a['type']}) digest {a['digest']}" for a in r["outputs"]]
         lines += [f"    uses  {i['name']}:{i['alias']} ({i['type']})" for i in r["inputs"]]
     return "\n".join(lines)

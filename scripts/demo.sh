@@ -22,13 +22,21 @@ SEED=${SEED:-0}
 start=$(date +%s)
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 mkdir -p "$OUT"
+# W&B, offline unless a key is set (docs/tracking.md): the build, the fit and each eval are runs under $OUT,
+# linked build -> dataset -> fit -> model -> eval; `gecko sync "$OUT"` uploads them later. WANDB=0: none.
+track_build=() track_fit=() track_eval=()
+if [ "${WANDB:-1}" != 0 ]; then
+  track_build=(--tracking.wandb=true) track_eval=(--wandb --wandb-dir "$OUT")
+  # the fit exports its model itself, so the model artifact comes from the fit's run
+  track_fit=(--trainer.logger=gecko_lightning.tracking.GeckoWandbLogger --trainer.logger.init_args.export_model="$OUT/model")
+fi
 
 reused=()
 step "1/5 build FRet from $BUILD_CONFIG${CORPUS:+ on $CORPUS} (a finished build of the same config is reused: 0 LLM calls)"
 touch "$OUT/.build_started"
 query_log=()  # a query log replaces generation: its queries are retrieved for, scored and held out instead
 [ -n "$QUERIES" ] && query_log=(--corpus.queries="$QUERIES" --corpus.num_seeds=0 ${QUERIES_TASK:+--corpus.queries_task="$QUERIES_TASK"})
-gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} "${query_log[@]}" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
+gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} "${query_log[@]}" "${track_build[@]}" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
 [ "$OUT/fret/manifest.json" -nt "$OUT/.build_started" ] || reused+=("the FRet build")
 split="$OUT/fret/test"  # the build's held-out queries, labelled by its LLM (none with test_split.fraction: 0)
 [ -d "$split" ] || split=""
@@ -42,7 +50,7 @@ fi
 eval_split() {  # MODEL PROMPTS OUTPUT LABEL...
   local model=$1 prompts=$2 output=$3; shift 3
   if [ -n "$split" ]; then
-    gecko eval --model "$model" --beir "$split" --prompts "$prompts" --label qrels=llm "$@" --output "$output"
+    gecko eval --model "$model" --beir "$split" --prompts "$prompts" --label qrels=llm "$@" "${track_eval[@]}" --output "$output"
   else
     rm -f "$output"
   fi
@@ -57,7 +65,7 @@ if [ -s "$OUT/base.json" ] && [ "$(cat "$OUT/base.key" 2>/dev/null)" = "$base_ke
   reused+=("the base model's scores")
 else
   # all-MiniLM-L6-v2 was trained without prompts: its best (published) setting is the baseline.
-  gecko eval --model "$BASE_MODEL" "${human[@]}" --sts "$STS" --prompts none --label variant=base --output "$OUT/base.json"
+  gecko eval --model "$BASE_MODEL" "${human[@]}" --sts "$STS" --prompts none --label variant=base "${track_eval[@]}" --output "$OUT/base.json"
   echo "$base_key" > "$OUT/base.key"
 fi
 eval_split "$BASE_MODEL" none "$OUT/base_split.json" --label variant=base  # the split changes with the build
@@ -65,22 +73,23 @@ eval_split "$BASE_MODEL" none "$OUT/base_split.json" --label variant=base  # the
 step "3/5 fine-tune with gecko fit (seed $SEED)"
 rm -rf "$OUT/fit"
 gecko fit --config "$FIT_CONFIG" --model.model_name_or_path="$BASE_MODEL" \
-  "$(fret_data_arg "$OUT/fret")" --data.init_args.seed="$SEED" --trainer.default_root_dir="$OUT/fit" --seed_everything="$SEED" ${FIT_ARGS:-}
+  "$(fret_data_arg "$OUT/fret")" --data.init_args.seed="$SEED" --trainer.default_root_dir="$OUT/fit" --seed_everything="$SEED" "${track_fit[@]}" ${FIT_ARGS:-}
 ckpt=$(find "$OUT/fit" -name '*.ckpt' | sort | tail -n 1)
 
 step "4/5 export $ckpt and evaluate it"
-gecko export "$ckpt" "$OUT/model" --overwrite  # a re-run replaces the previous export
+# a re-run replaces the previous export; with W&B on, the fit has written it already
+[ ${#track_fit[@]} -gt 0 ] || gecko export "$ckpt" "$OUT/model" --overwrite
 # Retrieval in the Gecko format the model was trained on; STS as the base saw it, to show nothing else broke.
 # Both files carry the same labels, so `gecko report` merges them into one fine-tuned run.
 labels=(--label variant=fine-tuned --label seed="$SEED")
 scores=("$OUT/base.json" "$OUT/finetuned_sts.json")
-gecko eval --model "$OUT/model" --sts "$STS" --prompts none "${labels[@]}" --output "$OUT/finetuned_sts.json"
+gecko eval --model "$OUT/model" --sts "$STS" --prompts none "${labels[@]}" "${track_eval[@]}" --output "$OUT/finetuned_sts.json"
 # Retrieval once more without prompts, as the base is scored: off its training domain the format can
 # matter more than the training (docs/results.md). Its own column of the report.
 none_labels=(--label variant="fine-tuned no prompts" --label seed="$SEED")
 if [ -n "$BEIR" ]; then
-  gecko eval --model "$OUT/model" "${human[@]}" --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" --output "$OUT/finetuned.json"
-  gecko eval --model "$OUT/model" "${human[@]}" --prompts none "${none_labels[@]}" --output "$OUT/finetuned_none.json"
+  gecko eval --model "$OUT/model" "${human[@]}" --prompts "${FT_PROMPTS:-gecko}" "${labels[@]}" "${track_eval[@]}" --output "$OUT/finetuned.json"
+  gecko eval --model "$OUT/model" "${human[@]}" --prompts none "${none_labels[@]}" "${track_eval[@]}" --output "$OUT/finetuned_none.json"
   scores+=("$OUT/finetuned.json" "$OUT/finetuned_none.json")
 fi
 if [ -n "$split" ]; then
@@ -95,4 +104,5 @@ gecko report "${scores[@]}" --build "$OUT/fret" --output "$OUT/results.md"  # an
 if [ ${#reused[@]} -gt 0 ]; then
   echo "reused from an earlier run: $(IFS=,; echo "${reused[*]}" | sed 's/,/, /g'); this run was training and evaluation only"
 fi
+[ ${#track_eval[@]} -eq 0 ] || echo "W&B runs (offline unless a key is set): gecko sync $OUT --dry-run lists them, gecko sync $OUT uploads them"
 step "done in $(( $(date +%s) - start ))s; results in $OUT/"

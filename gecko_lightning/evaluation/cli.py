@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb:
         from gecko_lightning.artifacts import log_eval
 
-        config = {"labels": labels, "model": args.model, "prompts": args.prompts, "split": args.split, "dims": args.dims}
+        config = {"labels": labels, "model": args.model, "prompts": args.prompts, "split": args.split, "dims": args.dims,
+                  "output": args.output}
         log_eval(results, config, args.model, args.wandb_dir or (Path(args.output).parent if args.output else "."), args.wandb_project)
     return 0
 
