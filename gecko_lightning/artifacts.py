@@ -154,11 +154,12 @@ def declare_inputs(run, inputs: list[dict[str, Any]]) -> list[str]:
     Returns the inputs declared. An input W&B does not know yet (its run is still offline) is skipped
     with a warning: `gecko sync` declares it once that run is uploaded.
     """
-    if run is None or getattr(run.settings, "mode", None) != "online" or not inputs:
+    if run is None or getattr(run.settings, "mode", None) in ("offline", "dryrun", "disabled") or not inputs:
         return []
     declared = []
     for entry in inputs:
-        ref = f"{entry['name']}:{entry['alias']}"
+        project = entry.get("project")  # another project's artifact is named with its project
+        ref = f"{project + '/' if project and project != run.project else ''}{entry['name']}:{entry['alias']}"
         try:
             run.use_artifact(ref, type=entry.get("type"))
             declared.append(ref)

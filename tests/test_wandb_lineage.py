@@ -185,3 +185,27 @@ def test_sync_uploads_producers_first_then_declares_the_recorded_inputs(pipeline
     data, model = (json.loads((pipeline / d / RECORD).read_text()) for d in ("fret", "model"))
     assert api.used == [(f"me/gecko/{fit_id}", f"me/gecko/fret:content-{data['digest']} [dataset]"),
                         (f"me/gecko/{eval_id}", f"me/gecko/{model['name']}:content-{model['digest']} [model]")]
+
+
+class _FakeRun:
+    def __init__(self, mode, project="gecko", known=()):
+        self.settings, self.project, self.known, self.used = type("S", (), {"mode": mode})(), project, known, []
+
+    def use_artifact(self, ref, type=None):  # noqa: A002 - wandb's own keyword
+        if ref not in self.known:
+            raise ValueError(f"artifact {ref} not found")
+        self.used.append((ref, type))
+
+
+def test_online_runs_use_the_recorded_artifacts_and_offline_runs_only_record_them(caplog):
+    from gecko_lightning.artifacts import declare_inputs
+
+    inputs = [{"name": "fret", "type": "dataset", "alias": "content-ab", "project": "gecko"},
+              {"name": "nq", "type": "dataset", "alias": "content-cd", "project": "other"},
+              {"name": "late", "type": "dataset", "alias": "content-ef", "project": "gecko"}]
+    online = _FakeRun("online", known=("fret:content-ab", "other/nq:content-cd"))
+    assert declare_inputs(online, inputs) == ["fret:content-ab", "other/nq:content-cd"]
+    assert online.used == [("fret:content-ab", "dataset"), ("other/nq:content-cd", "dataset")]
+    assert "W&B does not know late:content-ef yet" in caplog.text and "gecko sync" in caplog.text
+    offline = _FakeRun("offline", known=("fret:content-ab",))
+    assert declare_inputs(offline, inputs) == [] and offline.used == []
