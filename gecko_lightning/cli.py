@@ -12,6 +12,7 @@ line, `gecko <command>: error: ...`, with exit code 2; `GECKO_DEBUG=1` shows the
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -27,17 +28,52 @@ SUBCOMMANDS = {
     "report": "gecko_lightning.report:main",
     "sync": "gecko_lightning.sync:main",
 }
-USAGE = "usage: gecko {" + ",".join(LIGHTNING_COMMANDS + tuple(SUBCOMMANDS)) + "} ... (gecko <command> --help)"
+# `gecko --help`: one line per command, in the order of a project's life. A new command adds its line here.
+SUMMARIES = {
+    "data": "check, convert or chunk datasets (validate | convert | chunk)",
+    "build": "build FRet training data from a corpus with an LLM (gecko build fret)",
+    "fit": "fine-tune an embedder from YAML configs (LightningCLI)",
+    "validate": "run a config's validation loop once, e.g. on --ckpt_path",
+    "test": "run a config's test loop once, e.g. on --ckpt_path",
+    "predict": "run a config's predict loop (LightningCLI)",
+    "eval": "score a model on BEIR, STS, classification or MTEB (eval rerank: a build's LLM)",
+    "export": "write a checkpoint as a sentence-transformers folder (ONNX, Hub upload)",
+    "sweep": "run sweep.yaml's ablations without a W&B server, or as a Slurm job array",
+    "report": "compare finished runs or eval results in a table and a plot",
+    "sync": "upload offline W&B runs, then declare their build -> fit -> eval inputs",
+}
+
+
+def commands() -> tuple[str, ...]:
+    """Every command, in SUMMARIES order; one missing from SUMMARIES comes last (and fails a test)."""
+    known = LIGHTNING_COMMANDS + tuple(SUBCOMMANDS)
+    return tuple(c for c in SUMMARIES if c in known) + tuple(c for c in known if c not in SUMMARIES)
+
+
+def help_text() -> str:
+    """What `gecko --help` prints: the usage, then each command with its line, as `git --help` does."""
+    width = max(map(len, commands()))
+    rows = [f"   {name:<{width}}   {SUMMARIES.get(name, '')}".rstrip() for name in commands()]
+    return "\n".join(["usage: gecko <command> [<args>]", "",
+                      "Train Gecko-style text embedders: LLM-distilled training data (FRet), fine-tuning, evaluation, export.",
+                      "", "commands:", *rows, "", "`gecko <command> --help` lists a command's flags."])
+
+
+def unknown_command(command: str) -> str:
+    """One line naming the nearest command (difflib), or all of them when none is near."""
+    near = difflib.get_close_matches(command, commands(), n=1)
+    hint = f"did you mean {near[0]!r}?" if near else "the commands are " + ", ".join(commands())
+    return f"gecko: error: unknown command {command!r}; {hint} (gecko --help says what each does)"
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(help_text(), file=sys.stdout if argv else sys.stderr)
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
     if command not in LIGHTNING_COMMANDS and command not in SUBCOMMANDS:
-        print(f"gecko: unknown command {command!r}\n{USAGE}", file=sys.stderr)
+        print(unknown_command(command), file=sys.stderr)
         sys.exit(2)
     # A user error anywhere below is one line on stderr and exit code 2 (GECKO_DEBUG=1: the traceback).
     with exit_on_user_error(f"gecko {command}"):

@@ -1,6 +1,7 @@
 """The `gecko` command: every config parses, tiny runs end to end, bad keys are named."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gecko_lightning.cli import LIGHTNING_COMMANDS, SUBCOMMANDS
 from gecko_lightning.cli import main as gecko
 from gecko_lightning.lightning_cli import run_lightning_cli
 
@@ -69,6 +71,57 @@ def test_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         gecko(["fitt"])
     assert e.value.code == 2 and "unknown command 'fitt'" in capsys.readouterr().err
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    """`gecko ARGV` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        gecko(list(argv))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_help_lists_every_command_with_one_line_on_what_it_does(capsys):
+    code, out, _ = run(capsys, "--help")
+    rows = {line.split()[0]: line.split(None, 1)[1:] for line in out.split("commands:\n")[1].split("\n\n")[0].splitlines()}
+    assert code == 0 and out.startswith("usage: gecko <command> [<args>]\n")
+    assert set(rows) == {*LIGHTNING_COMMANDS, *SUBCOMMANDS}
+    assert all(rows.values()), [name for name, line in rows.items() if not line]  # a new command needs its line
+    assert rows["build"] == ["build FRet training data from a corpus with an LLM (gecko build fret)"]
+    assert run(capsys)[0] == 2 and run(capsys)[2] == out  # no command: the same help on stderr
+
+
+# Every command, and every subcommand with flags of its own (`gecko data chunk`, `gecko eval rerank`, ...).
+HELP = [["fit"], ["validate"], ["test"], ["predict"], ["data"], ["data", "validate"], ["data", "convert"],
+        ["data", "chunk"], ["build"], ["build", "fret"], ["eval"], ["eval", "rerank"], ["export"], ["sweep"],
+        ["report"], ["sync"]]
+
+
+def test_help_covers_every_command():
+    assert {argv[0] for argv in HELP} == {*LIGHTNING_COMMANDS, *SUBCOMMANDS}
+
+
+@pytest.mark.parametrize("argv", HELP, ids=" ".join)
+def test_every_command_help_exits_0(argv, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    code, out, err = run(capsys, *argv, "--help")
+    # LightningCLI names the program after sys.argv[0]: `gecko` from a shell, pytest's here
+    usage = re.compile(rf"usage: \S+ \[options\] {argv[0]} " if argv[0] in LIGHTNING_COMMANDS else f"usage: gecko {' '.join(argv)}")
+    assert code in (0, None) and usage.match(out), (out[:500], err[-2000:])
+
+
+@pytest.mark.parametrize("typo, nearest", [("fitt", "fit"), ("exprot", "export"), ("evl", "eval"), ("bulid", "build")])
+def test_an_unknown_command_names_the_nearest_one(typo, nearest, capsys):
+    code, out, err = run(capsys, typo)
+    assert (code, out) == (2, "")
+    assert err == f"gecko: error: unknown command {typo!r}; did you mean {nearest!r}? (gecko --help says what each does)\n"
+
+
+def test_an_unknown_command_with_no_near_one_lists_them_all(capsys):
+    code, _, err = run(capsys, "xyzzy")
+    assert code == 2 and err.startswith("gecko: error: unknown command 'xyzzy'; the commands are data, build, fit, ")
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.slow
