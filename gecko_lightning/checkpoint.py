@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from gecko_lightning.encoder import GeckoEncoder, declaring_folder, backbone_class, declared_pooling, drop_unused_pooler
 from gecko_lightning.errors import MissingPathError, UserError
-from gecko_lightning.paths import local_model_path, resolve_path
+from gecko_lightning.paths import local_model_path, model_loading, resolve_path
 from gecko_lightning.text_format import Template
 from gecko_lightning.user_files import load_torch_file
 
@@ -144,7 +144,8 @@ def _build_encoder(record: dict | None, hparams: dict, path: Path) -> GeckoEncod
                         "pass a checkpoint written by `gecko fit`")
     base = local_model_path(resolve_path(base))
     tokenizer = local_model_path(resolve_path(hparams.get("tokenizer") or base), "tokenizer")
-    folder = declaring_folder(base)
+    with model_loading(base):  # a Hub name that cannot be reached or found: one line, no retries
+        folder = declaring_folder(base)
     pooling = hparams.get("pooling") or (declared_pooling(folder).get("pooling") if folder else None) or "mean"
     settings = {"pooling": pooling, "normalize": True, "projection_dim": hparams.get("projection_dim"),
                 "max_length": hparams.get("max_length", 512)}
@@ -152,9 +153,12 @@ def _build_encoder(record: dict | None, hparams: dict, path: Path) -> GeckoEncod
 
 
 def _from_config(config_dir: str, tokenizer_dir: str, settings: dict) -> GeckoEncoder:
-    config = AutoConfig.from_pretrained(config_dir)  # config.json only
+    with model_loading(config_dir):
+        config = AutoConfig.from_pretrained(config_dir)  # config.json only
     backbone = backbone_class(config).from_config(config)  # random weights, replaced by the checkpoint's
     text_format = Template.from_dict(settings["text_format"]) if settings.get("text_format") else None
-    return GeckoEncoder(backbone, AutoTokenizer.from_pretrained(tokenizer_dir), projection_dim=settings.get("projection_dim"),
+    with model_loading(tokenizer_dir, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    return GeckoEncoder(backbone, tokenizer, projection_dim=settings.get("projection_dim"),
                         normalize=settings.get("normalize", True), max_length=settings.get("max_length", 512),
                         pooling=settings.get("pooling", "mean"), text_format=text_format)

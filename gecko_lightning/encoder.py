@@ -25,7 +25,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from gecko_lightning.errors import UserError
-from gecko_lightning.paths import local_model_path, resolve_path
+from gecko_lightning.paths import local_model_path, model_loading, resolve_path
 from gecko_lightning.text_format import ST_CONFIG, DeclaredPrompts, Template, read_declared_prompts
 from gecko_lightning.user_files import check_weights_folder, load_torch_file
 
@@ -223,13 +223,16 @@ class GeckoEncoder(nn.Module):
         if saved.is_file():
             cfg = json.loads(saved.read_text())
             projection_dim, max_length = cfg.get("projection_dim"), cfg.get("max_length", max_length)
-        folder = declaring_folder(name_or_path, hf_kwargs.get("revision"))
+        with model_loading(name_or_path):  # a Hub name that cannot be reached or found: one line, no retries
+            folder = declaring_folder(name_or_path, hf_kwargs.get("revision"))
         text_format, prompts = declared_inputs(folder)
         declared = declared_pooling(folder) if folder is not None else {}
         pooling = pooling or declared.get("pooling", "mean")
         normalize = declared.get("normalize", True) if normalize is None else normalize
-        backbone = _load_backbone(name_or_path, random_init, attn_implementation, **hf_kwargs)
-        tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, **hf_kwargs)
+        with model_loading(name_or_path):
+            backbone = _load_backbone(name_or_path, random_init, attn_implementation, **hf_kwargs)
+        with model_loading(tokenizer or name_or_path, "tokenizer"):
+            tok = AutoTokenizer.from_pretrained(tokenizer or name_or_path, **hf_kwargs)
         enc = cls(backbone, tok, projection_dim=projection_dim, normalize=normalize, max_length=max_length, pooling=pooling,
                   text_format=text_format, declared_prompts=prompts)
         weights = Path(name_or_path) / PROJECTION_WEIGHTS

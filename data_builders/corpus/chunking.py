@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gecko_lightning.errors import UserError
-from gecko_lightning.paths import local_model_path, resolve_path
+from gecko_lightning.paths import local_model_path, model_loading, resolve_path
 
 from ..config import CorpusConfig
 from .documents import FORMATS, Document, Unreadable, list_documents, read_document
@@ -35,7 +35,9 @@ def token_counter(tokenizer: str) -> Callable[[str], int]:
     """Tokens of a text as `tokenizer` (a folder, Hub name or `package:` path) splits it, without special tokens."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(local_model_path(resolve_path(tokenizer), "tokenizer"))
+    path = local_model_path(resolve_path(tokenizer), "tokenizer")
+    with model_loading(path, "tokenizer"):
+        tok = AutoTokenizer.from_pretrained(path)
     return lambda text: len(tok(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 

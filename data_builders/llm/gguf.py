@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from gecko_lightning.paths import resolve_path
+from gecko_lightning.paths import model_loading, resolve_path
 
 DONE = "gguf_source.json"
 
@@ -41,9 +41,10 @@ def convert(model: str, gguf_file: str, out: str | Path, dtype: str = "float32")
         raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {src!r}")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
-    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=getattr(torch, dtype))
-    config = AutoConfig.from_pretrained(src, gguf_file=gguf_file)
+    with model_loading(src, "GGUF model"):
+        tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
+        loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=getattr(torch, dtype))
+        config = AutoConfig.from_pretrained(src, gguf_file=gguf_file)
     config.dtype = dtype
     fresh = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)

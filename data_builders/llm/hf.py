@@ -19,7 +19,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from gecko_lightning.paths import resolve_path
+from gecko_lightning.paths import model_loading, resolve_path
 
 from ..config import LLMConfig
 from .base import LLM, GenRequest
@@ -43,16 +43,18 @@ class TransformersLLM(LLM):
         path = resolve_path(cfg.model)
         kw = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
         tok_path = resolve_path(cfg.tokenizer) if cfg.tokenizer else path
-        self.tokenizer = AutoTokenizer.from_pretrained(tok_path, **({} if cfg.tokenizer else kw))
+        with model_loading(tok_path, "tokenizer"):
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_path, **({} if cfg.tokenizer else kw))
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         dtype = getattr(torch, cfg.dtype)
-        if cfg.random_init:  # tiny smoke-test model: weights from a fixed seed, never downloaded
-            torch.manual_seed(seed)
-            self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
-        else:
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
+        with model_loading(path, "LLM"):
+            if cfg.random_init:  # tiny smoke-test model: weights from a fixed seed, never downloaded
+                torch.manual_seed(seed)
+                self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+            else:
+                self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **kw)
         self.device = _device(cfg.device)
         self.model.to(self.device).eval()
         # transformers 5.20+ names the KV cache `cache` (in and out); earlier releases `past_key_values`.

@@ -105,7 +105,9 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None) -> Any:
     """A Hugging Face tokenizer from a folder, `package:` path or Hub name (GGUF files included)."""
     from transformers import AutoTokenizer
 
-    from gecko_lightning.paths import resolve_path
+    from gecko_lightning.paths import model_loading, resolve_path
 
     kw = {"gguf_file": gguf_file} if gguf_file else {}
-    return AutoTokenizer.from_pretrained(resolve_path(name_or_path), **kw)
+    path = resolve_path(name_or_path)
+    with model_loading(path, "tokenizer"):
+        return AutoTokenizer.from_pretrained(path, **kw)

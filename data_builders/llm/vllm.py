@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from gecko_lightning.paths import resolve_path
+from gecko_lightning.paths import model_loading, resolve_path
 
 from ..config import LLMConfig
 from .base import LLM, BackendError, GenRequest
@@ -44,7 +44,9 @@ def random_init_folder(model: str, seed: int, dtype: str) -> Path:
     if (out / "config.json").is_file():
         return out
     torch.manual_seed(seed)
-    net = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_path(model)), dtype=getattr(torch, dtype))
+    with model_loading(resolve_path(model), "LLM"):
+        config = AutoConfig.from_pretrained(resolve_path(model))
+    net = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     tmp = out.with_name(out.name + ".partial")
     net.save_pretrained(tmp)
     load_tokenizer(model).save_pretrained(tmp)

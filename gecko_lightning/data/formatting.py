@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from gecko_lightning.data.schema import Passage, Record
 from gecko_lightning.errors import UserError
-from gecko_lightning.paths import local_model_path, resolve_path
+from gecko_lightning.paths import local_model_path, model_loading, resolve_path
 from gecko_lightning.text_format import Template
 
 
@@ -92,7 +92,9 @@ def load_tokenizer(name_or_path: str | None, owner: str = "the DataModule") -> P
             f"{owner} needs a tokenizer: set `data.tokenizer` (a Hugging Face tokenizer name or folder, "
             "e.g. configs/assets/tiny-bert) or link it from `model.model_name_or_path`"
         )
-    tokenizer = AutoTokenizer.from_pretrained(local_model_path(resolve_path(name_or_path), "tokenizer"))
+    path = local_model_path(resolve_path(name_or_path), "tokenizer")
+    with model_loading(path, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
         raise UserError(f"tokenizer {name_or_path!r} is not a fast (Rust) tokenizer; the loader needs one for speed")
     return tokenizer

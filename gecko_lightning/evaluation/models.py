@@ -13,7 +13,7 @@ from pathlib import Path
 from gecko_lightning.checkpoint import encoder_from_checkpoint, is_deepspeed_checkpoint
 from gecko_lightning.encoder import GeckoEncoder
 from gecko_lightning.errors import UserError
-from gecko_lightning.paths import resolve_path
+from gecko_lightning.paths import model_loading, resolve_path
 
 
 class ModelLoadError(UserError):
@@ -42,7 +42,8 @@ def load_encoder(spec: str, max_length: int | None = None) -> GeckoEncoder:
     elif spec.endswith(".ckpt") or spec.startswith((".", "/")):
         raise ModelLoadError(f"--model {spec}: no such file or folder")
     else:
-        encoder = GeckoEncoder.from_pretrained(spec, max_length=_hub_max_length(spec) or 512)
+        with model_loading(spec):  # a Hub name: one line, and no retries when the Hub is down
+            encoder = GeckoEncoder.from_pretrained(spec, max_length=_hub_max_length(spec) or 512)
     if max_length:
         encoder.max_length = max_length
     return encoder
