@@ -8,7 +8,11 @@ Every DataModule here yields the training batch that `GeckoModule.training_step`
      "neg_filled": int,          # rows whose missing negative was filled with the positive of row (i+1) % B
      "pos_ids": LongTensor(B),   # equal ids = duplicate positive or same class: not negatives of each other
      "same_tower": BoolTensor(B),
-     "ids": list[str]}           # record ids
+     "ids": list[str],           # record ids
+     # with model.distill, when a row of the batch has a candidate list (a FRet build's meta.candidates):
+     "candidates": {...},        # (M, Tp) every distinct list passage of the batch, tokenized once
+     "list_index": LongTensor(B, K),    # each row's list as rows of `candidates`, positive first; -1 pads
+     "list_scores": FloatTensor(B, K)}  # the LLM's score of each (data.init_args.teacher_score)
 
 May import: the rest of `gecko_lightning` except `module` and `cli`; never `data_builders`. `schema`,
 the contract with the builder, imports no Lightning (import-linter checks both).
