@@ -83,6 +83,11 @@ def write_sentence_transformers(encoder: GeckoEncoder, out_dir: Path, prompts: d
     # sentence-transformers 6 keeps the limit in tokenizer_config.json only; vLLM reads it
     # from here, where 5.x wrote it, and would otherwise take max_position_embeddings and embed more tokens
     _update_json(out_dir / "sentence_bert_config.json", max_seq_length=encoder.max_length)
+    # A base tokenizer's own `max_length` rides along in tokenizer_config.json (all-MiniLM-L6-v2: 128 beside a
+    # 256-token model); fastembed truncates at the smaller of it and model_max_length, so it must be the model's limit
+    tokenizer_config = out_dir / "tokenizer_config.json"
+    if tokenizer_config.is_file() and "max_length" in json.loads(tokenizer_config.read_text()):
+        _update_json(tokenizer_config, max_length=encoder.max_length)
 
 
 def load_source(path: Path) -> tuple[GeckoEncoder, dict, dict]:

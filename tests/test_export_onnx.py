@@ -132,3 +132,17 @@ def test_arch_names():
     assert machine_arch() in ("avx512_vnni", "avx512", "avx2", "arm64")
     assert quantized_file("avx2") == "model_quint8_avx2.onnx"  # sentence-transformers: unsigned weights on AVX2
     assert quantized_file("arm64") == "model_qint8_arm64.onnx"
+
+
+def test_token_limit_fastembed_reads(tmp_path):
+    """fastembed truncates at min(model_max_length, max_length) of tokenizer_config.json; a base tokenizer's
+    stale max_length (all-MiniLM-L6-v2 carries 128 beside its 256-token limit) must not survive the export."""
+    import json
+
+    base = shutil.copytree(TINY_BERT, tmp_path / "base")
+    cfg = json.loads((base / "tokenizer_config.json").read_text())
+    (base / "tokenizer_config.json").write_text(json.dumps({**cfg, "max_length": 8}))
+    src = _source(tmp_path, base, "mean", None)  # max_length 32
+    assert main([str(src), str(tmp_path / "out")]) == 0
+    written = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert min(written["model_max_length"], written["max_length"]) == 32
