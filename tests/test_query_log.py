@@ -66,6 +66,7 @@ def test_given_queries_are_built_like_generated_ones(log_build):
     assert all(r["seed_id"] is None and r["task_type"] == "given" for r in rows)
     assert rows[-1]["query"] == "one two three four five"  # the fake backend counts words
     manifest = read_manifest(log_build)
+    assert "generate" not in manifest["prompt_versions"] and manifest["llm_calls"]["generate"] == 0
     assert manifest["stages"]["generate"]["given_queries_cut"] == 7  # all but the two 4-word queries exceed 5 words
     test = [json.loads(line) for line in (log_build / "test" / "queries.jsonl").read_text().splitlines()]
     records, _ = read_records(log_build)

@@ -85,7 +85,8 @@ def generate(ctx: Context) -> dict[str, Any]:
                     shard["total_seeds"], -(-shard["total_seeds"] // size), size)
     prompt = load_prompt(cfg.generate.prompt, ("instruction", "examples", "task_types"))
     gp = GenerationPrompt(prompt, cfg.generate.shots, cfg.generate.task_types)
-    ctx.prompt_versions["generate"] = gp.prompt.version
+    if seeds:  # a build of given queries alone generates nothing: no generation prompt in its manifest
+        ctx.prompt_versions["generate"] = gp.prompt.version
     rows, reasons = [], Counter()
     bar = tqdm(total=len(seeds), desc="generate", unit="seed")
     for start in range(0, len(seeds), size):
