@@ -73,7 +73,9 @@ def log_build(cfg: BuildConfig, folder: str | Path) -> dict[str, Any]:
 
     folder, tracking = Path(folder), cfg.tracking
     manifest = read_manifest(folder)
-    name = artifact_name(tracking.artifact or folder.resolve().name)
+    out = Path(cfg.output_dir).resolve()
+    # a shard is named after its build too: fret_wiki-shard-03-of-16, not shard-03-of-16
+    name = artifact_name(tracking.artifact or (out.name if folder.resolve() == out else f"{out.name}-{folder.name}"))
     run = start_run("build", folder, tracking.project, tracking.mode, name=name, config=cfg.to_dict())
     try:
         run.summary.update(summary(manifest))

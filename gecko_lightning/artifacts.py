@@ -16,7 +16,8 @@ only when the server commits them, and the content digest is known before any up
     folder_inputs      the records of the folders a run reads, as config entries
     declare_inputs     use_artifact online; nothing more offline (the config holds them)
     write_run_record   gecko_run.json: job type, artifacts out, inputs
-    offline_graph      runs, job types, artifacts and inputs as the offline run folders hold them
+    log_eval           `gecko eval --wandb`'s run
+(`gecko_lightning.sync` reads offline run folders back: `offline_graph`.)
 """
 
 from __future__ import annotations
@@ -189,39 +190,6 @@ def run_folders(paths: Iterable[str | Path]) -> list[Path]:
 def read_run_record(run_folder: Path) -> dict[str, Any] | None:
     path = run_folder / "files" / RUN_RECORD
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def offline_artifacts(wandb_file: str | Path) -> list[dict[str, Any]]:
-    """The artifacts a run file logged: {name, type, digest, aliases, entries: {path: ref or None}}.
-
-    W&B has no public reader for offline run files; this reads the same records `gecko report` reads.
-    """
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    from gecko_lightning.report import _chunks
-
-    out = []
-    for raw in _chunks(Path(wandb_file).read_bytes()):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "artifact":
-            a = record.artifact
-            out.append({"name": a.name, "type": a.type, "digest": a.digest, "aliases": list(a.aliases),
-                        "entries": {c.path: (c.ref or None) for c in a.manifest.contents}})
-    return out
-
-
-def offline_graph(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """One row per run under `paths`: id, job type, artifacts logged (from the run file), inputs (gecko_run.json)."""
-    rows = []
-    for folder in run_folders(paths):
-        record = read_run_record(folder) or {}
-        (wandb_file,) = folder.glob("*.wandb")
-        rows.append({"run": folder.name, "path": str(folder), "job_type": record.get("job_type"), "name": record.get("name"),
-                     "project": record.get("project") or "gecko", "entity": record.get("entity"),
-                     "outputs": [a for a in offline_artifacts(wandb_file) if a["type"] != "run_table"],
-                     "inputs": record.get("inputs", [])})
-    return rows
 
 
 def log_eval(results: dict[str, dict[str, float]], config: dict[str, Any], model: str, folder: str | Path,

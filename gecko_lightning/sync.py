@@ -17,13 +17,46 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from gecko_lightning.artifacts import offline_graph
+from gecko_lightning.artifacts import read_run_record, run_folders
 from gecko_lightning.errors import UserError
+from gecko_lightning.report import _chunks
 
 ORDER = {"build": 0, "fit": 1, "eval": 2}  # producers before consumers; a run without a record counts as a fit
+
+
+def offline_artifacts(wandb_file: str | Path) -> list[dict[str, Any]]:
+    """The artifacts a run file logged: {name, type, digest, aliases, entries: {path: ref or None}}.
+
+    W&B has no public reader for offline run files; this reads the same records `gecko report` reads.
+    """
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out = []
+    for raw in _chunks(Path(wandb_file).read_bytes()):
+        record = pb.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "artifact":
+            a = record.artifact
+            out.append({"name": a.name, "type": a.type, "digest": a.digest, "aliases": list(a.aliases),
+                        "entries": {c.path: (c.ref or None) for c in a.manifest.contents}})
+    return out
+
+
+def offline_graph(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """One row per run under `paths`: id, job type, artifacts logged (from the run file), inputs (gecko_run.json)."""
+    rows = []
+    for folder in run_folders(paths):
+        record = read_run_record(folder) or {}
+        (wandb_file,) = folder.glob("*.wandb")
+        rows.append({"run": folder.name, "path": str(folder), "job_type": record.get("job_type"), "name": record.get("name"),
+                     "project": record.get("project") or "gecko", "entity": record.get("entity"),
+                     "outputs": [a for a in offline_artifacts(wandb_file) if a["type"] != "run_table"],
+                     "inputs": record.get("inputs", [])})
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """Experiment tracking: a W&B logger that never blocks, the run's metadata, and throughput.
 
 `gecko fit` logs to W&B by default (see `lightning_cli.py`). Without an API key, and in CI, the
-run is written offline under `<trainer.default_root_dir>/wandb/` and `wandb sync <folder>` uploads
-it later; `--trainer.logger=false` or a CSVLogger replace it. Everything here writes on rank 0 only.
+run is written offline under `<trainer.default_root_dir>/wandb/` and `gecko sync <folder>` uploads
+it later (docs/tracking.md); `--trainer.logger=false` or a CSVLogger replace it. Everything here writes on rank 0 only.
 
     GeckoWandbLogger   WandbLogger whose mode is resolved so that it never asks for a login
     GeckoSaveConfig    logs the resolved config, the git commit, the data manifests and the dataset
@@ -82,7 +82,7 @@ class GeckoWandbLogger(WandbLogger):
         # On ranks > 0 Lightning hands back a placeholder whose `dir` is a method, not a folder.
         if not self._announced and self.mode == "offline" and isinstance(getattr(run, "dir", None), str):
             folder = Path(run.dir).parent  # run.dir is <run folder>/files
-            rank_zero_info(f"W&B is offline: the run is in {folder}; upload it later with `wandb sync {folder}`")
+            rank_zero_info(f"W&B is offline: the run is in {folder}; upload it later with `gecko sync {folder}` (or `wandb sync`)")
             self._announced = True
         return run
 

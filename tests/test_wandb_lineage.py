@@ -16,7 +16,8 @@ import pytest
 
 from data_builders import cli as build_cli
 from gecko_lightning import sync
-from gecko_lightning.artifacts import RECORD, RUN_RECORD, offline_artifacts
+from gecko_lightning.artifacts import RECORD, RUN_RECORD
+from gecko_lightning.sync import offline_artifacts
 from gecko_lightning.evaluation.cli import main as eval_main
 from gecko_lightning.lightning_cli import run_lightning_cli
 from gecko_lightning.report import read_offline_run
