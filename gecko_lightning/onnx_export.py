@@ -114,17 +114,12 @@ def _graph_inputs(tokenizer) -> tuple[str, ...]:
 def export_onnx(folder: Path, opset: int = OPSET) -> Path:
     """Write folder/onnx/model.onnx from the backbone saved at the folder's root; returns its path."""
     from transformers import AutoConfig, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     from gecko_lightning.encoder import backbone_class
 
     cls = backbone_class(AutoConfig.from_pretrained(folder))
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the [CLS] pooler that our export leaves out is reported missing; the graph never uses it
-    try:
-        backbone = cls.from_pretrained(folder, attn_implementation="sdpa").eval()
-    finally:
-        hf_logging.set_verbosity(level)
+    # transformers reports the [CLS] pooler our export leaves out as missing; the graph never reads it
+    backbone = cls.from_pretrained(folder, attn_implementation="sdpa").eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     names = _graph_inputs(tokenizer)
     # two texts of different lengths: a padded batch, so no axis is traced as a constant 1
