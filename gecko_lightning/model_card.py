@@ -283,7 +283,7 @@ from fastembed.common.model_description import ModelSource, PoolingType
 TextEmbedding.add_custom_model(model="{name}", pooling=PoolingType.{FASTEMBED_POOLING[encoder.pooling]}, normalization={encoder.normalize},
                                sources=ModelSource(hf="{name}"), dim={encoder.dim}, model_file="onnx/model.onnx")
 model = TextEmbedding("{name}", specific_model_path="path/to/this/folder")   # without it, fastembed downloads from the Hub
-vectors = list(model.embed(texts))   # texts formatted as in the table above
+vectors = list(model.embed(texts))   # texts: the query and document strings at the top of this section
 ```
 
 `model_file` may name the int8 file instead.""" if encoder.projection is None else
