@@ -159,3 +159,42 @@ def test_repeated_dataset_flags_add_up_instead_of_replacing():
                                       "--classification", "k1", "--classification", "k2", "--mteb", "t1", "--mteb", "t2"])
     assert (args.beir, args.sts, args.classification, args.mteb) == (["a", "b", "c"], ["s1", "s2"], ["k1", "k2"], ["t1", "t2"])
     assert build_parser().parse_args(["--model", "m"]).beir == []
+
+
+def test_two_sets_over_one_corpus_encode_it_once(model_dir, tmp_path, monkeypatch):
+    """A build's split beside the human set: the shared corpus is encoded once, each set scores as it
+    does alone, and a set whose corpus differs by one character is encoded afresh."""
+    import shutil
+    src = REPO / TINY_EVAL / "beir"
+    same, other = tmp_path / "same", tmp_path / "other"
+    shutil.copytree(src, same)
+    shutil.copytree(src, other)
+    rows = (other / "corpus.jsonl").read_text().splitlines()
+    first = json.loads(rows[0])
+    first["text"] += "!"
+    (other / "corpus.jsonl").write_text("\n".join([json.dumps(first)] + rows[1:]) + "\n")
+    # one query fewer in the copy, so its scores can differ from the original's
+    queries = (same / "queries.jsonl").read_text().splitlines()
+    (same / "queries.jsonl").write_text("\n".join(queries[1:]) + "\n")
+    dropped = json.loads(queries[0])["_id"]
+    qrels = (same / "qrels" / "test.tsv").read_text().splitlines()
+    (same / "qrels" / "test.tsv").write_text("\n".join(r for r in qrels if r.split("\t")[0] != dropped) + "\n")
+
+    alone = {}
+    for folder in (src, same, other):
+        alone[folder.name] = main(["--model", str(model_dir), "--beir", str(folder), "--prompts", "none",
+                                   "--output", str(tmp_path / f"{folder.name}.json")])
+        alone[folder.name] = json.loads((tmp_path / f"{folder.name}.json").read_text())[folder.name]
+
+    calls = []
+    real = GeckoEncoder.encode
+    monkeypatch.setattr(GeckoEncoder, "encode", lambda self, texts, *a, **k: calls.append(len(texts)) or real(self, texts, *a, **k))
+    out = tmp_path / "all.json"
+    assert main(["--model", str(model_dir), "--beir", str(src), "--beir", str(same), "--beir", str(other),
+                 "--prompts", "none", "--output", str(out)]) == 0
+    together = json.loads(out.read_text())
+    n_docs = len(rows)
+    assert calls.count(n_docs) == 2, calls  # the shared corpus once, the altered one once
+    assert len(calls) == 5  # three query sets, two corpora
+    for name in ("beir", "same", "other"):
+        assert together[name] == pytest.approx(alone[name], abs=1e-9)

@@ -7,6 +7,7 @@ The in-training callback (callback.py) reuses these functions on tiny sets.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,6 +40,14 @@ def embed(encoder: GeckoEncoder, texts: Sequence[str], batch_size: int = 64, dev
     encoder.to(device)
     return encoder.encode(list(texts), batch_size=batch_size, max_length=token_limit(encoder), device=device, dtype=dtype,
                           show_progress=show_progress)
+
+
+def _texts_digest(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return f"{len(texts)}:{h.hexdigest()}"
 
 
 def token_limit(encoder: GeckoEncoder) -> int:
@@ -100,15 +109,25 @@ def _formatter(fmt: InputFormat, task: str, task_name: str, task_type: str):
 
 def evaluate_beir(encoder: GeckoEncoder, data: BeirSet, dims: Sequence[int | None] = (None,), prompts: Prompts = "model",
                   prompt_map: PromptMap | None = None, batch_size: int = 64, show_progress: bool = True,
-                  ignore_identical_ids: bool = False, device: str | None = None) -> dict[str, dict[str, float]]:
+                  ignore_identical_ids: bool = False, device: str | None = None,
+                  doc_cache: dict[str, torch.Tensor] | None = None) -> dict[str, dict[str, float]]:
     """{dim: {ndcg_at_10, recall_at_100, mrr_at_10}} on a 0-100 scale.
 
     ignore_identical_ids: drop a retrieved document whose id equals the query id, as MTEB does for
     ArguAna/Quora-style sets where queries are also in the corpus (MTEB's default is False too).
+    doc_cache: the document embeddings of earlier calls with the same encoder, keyed by a digest of the
+    exact document strings, so two sets over one corpus (a build's test split beside the human set)
+    encode it once.
     """
     q_texts, d_texts = beir_texts(data, input_format(prompts, encoder), prompt_map or PromptMap.load())
     q_emb = embed(encoder, q_texts, batch_size, device, show_progress)
-    d_emb = embed(encoder, d_texts, batch_size, device, show_progress)
+    key = _texts_digest(d_texts)
+    if doc_cache is not None and key in doc_cache:
+        d_emb = doc_cache[key]
+    else:
+        d_emb = embed(encoder, d_texts, batch_size, device, show_progress)
+        if doc_cache is not None:
+            doc_cache[key] = d_emb
     q_ids, d_ids = list(data.queries), list(data.corpus)
     out = {}
     for dim in dims:
