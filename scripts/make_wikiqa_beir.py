@@ -12,6 +12,13 @@ Reads WikiQA-test.tsv (QuestionID, Question, DocumentID, DocumentTitle, Sentence
 from ../shared/data/wikiqa; writes corpus.jsonl, queries.jsonl and qrels/test.tsv in file order, so
 the output is byte-identical on every run. The folder is named wikiqa because `gecko eval` keys its
 results (and the prompt map) by folder name.
+
+As a query log without labels (docs/results.md, "The judge distilled"): `--log FILE` also writes the dev
+split's 296 questions, answered or not, one per line (as a search log holds them), and adds the dev
+split's sentences to the corpus, so the log's questions have their answers to find and the test
+questions search test and dev sentences together:
+
+    python scripts/make_wikiqa_beir.py --out outputs/querylog/wikiqa/wikiqa --log outputs/querylog/wikiqa/queries.txt
 """
 
 import argparse
@@ -61,8 +68,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--src", type=Path, default=SRC, help="folder holding WikiQA-test.tsv (default ../shared/data/wikiqa)")
     p.add_argument("--out", type=Path, default=OUT, help="BEIR folder to write (default configs/assets/wikiqa)")
+    p.add_argument("--log", type=Path, default=None,
+                   help="also write the dev questions here, one per line, and add the dev sentences to the corpus")
     args = p.parse_args()
     corpus, queries, qrels = convert(read_rows(args.src / "WikiQA-test.tsv"))
+    if args.log:
+        dev = read_rows(args.src / "WikiQA-dev.tsv")
+        seen = {c["_id"] for c in corpus}
+        corpus += [c for c in convert(dev)[0] if c["_id"] not in seen]
+        log = list(dict.fromkeys(r["Question"] for r in dev))
+        args.log.parent.mkdir(parents=True, exist_ok=True)
+        args.log.write_text("".join(q + "\n" for q in log), encoding="utf-8")
+        print(f"{len(log)} dev questions -> {args.log}")
     write(args.out, corpus, queries, qrels)
     print(f"{len(corpus)} sentences, {len(queries)} questions, {len(qrels)} relevant pairs -> {args.out}")
 

@@ -56,3 +56,21 @@ def test_counts_match_the_sentence_files(shared_data, tmp_path):
         return "".join(text.replace("``", '"').replace("''", '"').split())
 
     assert {squeeze(q["text"]) for q in queries} == {squeeze(r[0]) for r in answers}
+
+
+def test_query_log_mode_adds_dev_sentences_and_writes_dev_questions(shipped, shared_data, tmp_path):
+    """Reference: WikiQASent-dev.txt (question, sentence, label), a separate file of the same release."""
+    out, log = tmp_path / "wikiqa", tmp_path / "queries.txt"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_wikiqa_beir.py"), "--src", str(shared_data / "wikiqa"),
+                    "--out", str(out), "--log", str(log)], check=True, capture_output=True)
+    rows = [line.split("\t") for line in (shared_data / "wikiqa" / "WikiQASent-dev.txt").read_text(encoding="utf-8").splitlines()]
+    squash = lambda t: "".join(t.lower().split())  # the sentence file is tokenised: "together ?" for "together?"
+    logged = log.read_text(encoding="utf-8").splitlines()
+    assert len(logged) == len(set(logged)) == len({squash(r[0]) for r in rows})  # its quotes are ``PTB'' ones too
+    texts = {squash(json.loads(line)["text"]) for line in (out / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+    shipped_texts = {squash(json.loads(line)["text"]) for line in (shipped / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+    dev = {squash(r[1]) for r in rows}
+    assert shipped_texts <= texts and len(dev - texts) <= 0.1 * len(dev)  # dev sentences are passages (8 % differ by PTB tokenisation)
+    assert len(texts - shipped_texts) >= 0.9 * len(dev - shipped_texts)
+    for name in ("queries.jsonl", "qrels/test.tsv"):  # the scored questions stay the test split's
+        assert (out / name).read_bytes() == (shipped / name).read_bytes(), name
