@@ -9,6 +9,7 @@
 #   NAME=wikiqa CORPUS=configs/assets/wikiqa/corpus.jsonl BEIR=configs/assets/wikiqa OUT=outputs/agree/wikiqa bash scripts/split_agreement.sh
 #   python scripts/make_quora_beir.py && NAME=quora CORPUS=outputs/beir/quora/corpus.jsonl \
 #     BEIR=outputs/beir/quora OUT=outputs/agree/quora bash scripts/split_agreement.sh
+#   QUERIES=log.txt (with CORPUS) builds from a query log instead of generated queries, as the demo does.
 # Variants (VARIANTS, space-separated; each a fit of the demo's recipe with one change):
 #   mix-s0 mix-s1 mix-s2  the demo's mixture, seeds 0, 1, 2  fret-only  FRet alone (configs/demo.yaml)
 #   pos-seed        the seed passage as positive             neg-random a random candidate as negative
@@ -17,6 +18,7 @@
 #   kl-s0 kl-s1 kl-s2  the mixture plus the LLM's QL scores distilled over each FRet list (model.distill=kl), seeds 0-2
 #   kl5             the same over the first 5 candidates of each list (the positive and 4 more)
 #   mse             margin_mse in place of kl (seed 0)
+#   klt-s0 klt-s1 klt-s2  kl with a sharper teacher: model.teacher_temperature=$KL_T (default 0.25), seeds 0-2
 # Scores go to $OUT/agree/<variant>.json; a variant already scored is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,8 +30,10 @@ mkdir -p "$dir"
 start=$(date +%s)
 step() { echo "== [$(( $(date +%s) - start ))s] $*"; }
 
-step "build on ${CORPUS:-the corpus of $BUILD_CONFIG}"
-gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} --output_dir "$OUT/fret" ${BUILD_ARGS:-}
+step "build on ${CORPUS:-the corpus of $BUILD_CONFIG}${QUERIES:+ with the queries of $QUERIES}"
+query_log=()  # a query log (QUERIES) replaces generation, as in scripts/demo.sh
+[ -n "$QUERIES" ] && query_log=(--corpus.queries="$QUERIES" --corpus.num_seeds=0 ${QUERIES_TASK:+--corpus.queries_task="$QUERIES_TASK"})
+gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} "${query_log[@]}" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
 split="$OUT/fret/test"
 [ -d "$split" ] || { echo "no test split in $OUT/fret (test_split.fraction is 0)" >&2; exit 2; }
 
@@ -53,9 +57,10 @@ for v in $VARIANTS; do
     lr100x) extra=(--model.lr=2.0e-3) sts=() ;;
     raw) extra=(--data.init_args.format=plain --data.init_args.query_template="{query}") ;;
     kl-s*) seed=${v#kl-s} extra=(--model.distill=kl) ;;
+    klt-s*) seed=${v#klt-s} extra=(--model.distill=kl --model.teacher_temperature="${KL_T:-0.25}") ;;
     kl5) extra=(--model.distill=kl --data.init_args.list_size=5) ;;
     mse) extra=(--model.distill=margin_mse) ;;
-    *) echo "unknown variant $v (known: mix-s0 mix-s1 mix-s2 fret-only pos-seed neg-random lr10x lr100x raw kl-s0 kl-s1 kl-s2 kl5 mse)" >&2; exit 2 ;;
+    *) echo "unknown variant $v (known: mix-s0 mix-s1 mix-s2 fret-only pos-seed neg-random lr10x lr100x raw kl-s0 kl-s1 kl-s2 kl5 mse klt-s0 klt-s1 klt-s2)" >&2; exit 2 ;;
   esac
   data="$OUT/fret"
   if [ "$positive-$negative" != "ql_top1-lowest" ]; then  # re-selected from the build's stage files: no LLM call
