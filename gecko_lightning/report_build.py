@@ -52,17 +52,20 @@ def cost_markdown(folder: str | Path) -> str:
     lines = [f"What the build cost ({folder}):", "", "| stage | minutes | LLM calls | cache hits |", "| --- | ---: | ---: | ---: |"]
     lines += [f"| {s} | {_minutes(t)} | {c} | {h} |" for s, t, c, h in rows]
     lines.append(f"| total | {_minutes(sum(r[1] for r in rows))} | {sum(r[2] for r in rows)} | {sum(r[3] for r in rows)} |")
-    lines += ["", f"Training records: {manifest['records']}. " + _split_line(manifest.get("test_split"))]
+    lines += ["", f"Training records: {manifest['records']}. " + _split_line(manifest.get("test_split"), manifest.get("counts", {}).get("generate", {}))]
     if any(h for *_, h in rows):
         lines.append("Cache hits are calls answered from the build's LLM cache (an earlier run made them).")
     return "\n".join(lines) + "\n"
 
 
-def _split_line(split: dict[str, Any] | None) -> str:
+def _split_line(split: dict[str, Any] | None, generate: dict[str, Any]) -> str:
+    # what the split drew from: generated queries' seeds, a query log (corpus.queries), or both
+    given, seeds = generate.get("given_queries", 0), generate.get("seeds", 1)
+    drawn = "the given queries" if given and not seeds else "the seeds and given queries" if given else "the seeds"
     if not split or not split.get("queries"):
-        return "No held-out test split (test_split.fraction: 0, or no seed fell in it)."
+        return f"No held-out test split (test_split.fraction: 0, or none of {drawn} fell in it)."
     dropped = split.get("training_records_dropped") or {}
-    return (f"Held-out test split: {split['queries']} queries ({split['fraction']:.0%} of the seeds), "
+    return (f"Held-out test split: {split['queries']} queries ({split['fraction']:.0%} of {drawn}), "
             f"{split['qrels']} relevance labels from the LLM ({split['relevance']}: {split['rule']}); "
             f"training records dropped so none leaks into it: {dropped.get('query_in_test', 0)} with a test query, "
             f"{dropped.get('positive_relevant_to_test', 0)} with a positive relevant to one.")

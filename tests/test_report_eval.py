@@ -188,6 +188,11 @@ def test_build_cost_follows_the_table(runs, tmp_path, capsys):
     assert "Training records: 125." in text and "31 queries (20% of the seeds)" in text
     assert "1 with a test query, 2 with a positive relevant to one" in text
     assert "--build" in _error([str(runs / "base.json"), "--build", str(tmp_path / "nowhere")], capsys)
+    # a query-log build (corpus.queries, no generated seeds) holds out given queries, and says so
+    log = {**BUILD, "counts": {"generate": {"given_queries": 296, "seeds": 0}}}
+    (build / MANIFEST).write_text(json.dumps({"schema_version": SCHEMA_VERSION, **log}))
+    assert report.main([str(runs / "base.json"), "--build", str(build)]) == 0
+    assert "31 queries (20% of the given queries)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("env, beir", [({}, "configs/assets/demo/scifact|configs/assets/wikiqa"),
