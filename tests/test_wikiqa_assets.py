@@ -14,6 +14,11 @@ SHIPPED = REPO / "configs" / "assets" / "wikiqa"
 FILES = ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv")
 
 
+def squeeze(text: str) -> str:
+    """A text as the sentence files' PTB tokens compare with it: "earth 's", ``quoted''."""
+    return "".join(text.replace("``", '"').replace("''", '"').split())
+
+
 @pytest.fixture
 def shipped() -> Path:
     if not (SHIPPED / "corpus.jsonl").is_file():
@@ -52,9 +57,6 @@ def test_counts_match_the_sentence_files(shared_data, tmp_path):
     assert len(data.queries) == len({r[0] for r in answers})  # questions with an answer (243)
     assert sum(len(rel) for rel in data.qrels.values()) == len(answers)  # answer sentences (293)
     queries = [json.loads(line) for line in (out / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
-    def squeeze(text: str) -> str:  # the sentence files are PTB-tokenized: "earth 's", ``quoted''
-        return "".join(text.replace("``", '"').replace("''", '"').split())
-
     assert {squeeze(q["text"]) for q in queries} == {squeeze(r[0]) for r in answers}
 
 
@@ -64,12 +66,11 @@ def test_query_log_mode_adds_dev_sentences_and_writes_dev_questions(shipped, sha
     subprocess.run([sys.executable, str(REPO / "scripts" / "make_wikiqa_beir.py"), "--src", str(shared_data / "wikiqa"),
                     "--out", str(out), "--log", str(log)], check=True, capture_output=True)
     rows = [line.split("\t") for line in (shared_data / "wikiqa" / "WikiQASent-dev.txt").read_text(encoding="utf-8").splitlines()]
-    squash = lambda t: "".join(t.lower().split())  # the sentence file is tokenised: "together ?" for "together?"
     logged = log.read_text(encoding="utf-8").splitlines()
-    assert len(logged) == len(set(logged)) == len({squash(r[0]) for r in rows})  # its quotes are ``PTB'' ones too
-    texts = {squash(json.loads(line)["text"]) for line in (out / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
-    shipped_texts = {squash(json.loads(line)["text"]) for line in (shipped / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
-    dev = {squash(r[1]) for r in rows}
+    assert len(logged) == len(set(logged)) and {squeeze(q) for q in logged} == {squeeze(r[0]) for r in rows}
+    texts = {squeeze(json.loads(line)["text"]) for line in (out / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+    shipped_texts = {squeeze(json.loads(line)["text"]) for line in (shipped / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+    dev = {squeeze(r[1]) for r in rows}
     assert shipped_texts <= texts and len(dev - texts) <= 0.1 * len(dev)  # dev sentences are passages (8 % differ by PTB tokenisation)
     assert len(texts - shipped_texts) >= 0.9 * len(dev - shipped_texts)
     for name in ("queries.jsonl", "qrels/test.tsv"):  # the scored questions stay the test split's

@@ -74,7 +74,7 @@ def run_offline(args: argparse.Namespace, encoder) -> dict[str, dict[str, float]
     dims = args.dims or [None]
     prompt_map = PromptMap.load(args.prompt_map)
     results: dict[str, dict[str, float]] = {}
-    doc_cache: dict = {}  # sets over the same corpus (a build's split beside the human set) encode it once
+    doc_cache: dict = {}  # sets whose corpora format to the same strings encode them once
     for folder in args.beir:
         data = load_beir(folder, args.split)
         scores = _timed(folder, lambda: runner.evaluate_beir(encoder, data, dims, args.prompts, prompt_map, args.batch_size,

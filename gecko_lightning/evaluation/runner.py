@@ -116,18 +116,18 @@ def evaluate_beir(encoder: GeckoEncoder, data: BeirSet, dims: Sequence[int | Non
     ignore_identical_ids: drop a retrieved document whose id equals the query id, as MTEB does for
     ArguAna/Quora-style sets where queries are also in the corpus (MTEB's default is False too).
     doc_cache: the document embeddings of earlier calls with the same encoder, keyed by a digest of the
-    exact document strings, so two sets over one corpus (a build's test split beside the human set)
-    encode it once.
+    exact document strings, so two sets whose corpora format to the same strings encode them once (a
+    build's test split holds passages cut to its max_passage_tokens, so it shares none with the human set).
     """
     q_texts, d_texts = beir_texts(data, input_format(prompts, encoder), prompt_map or PromptMap.load())
     q_emb = embed(encoder, q_texts, batch_size, device, show_progress)
-    key = _texts_digest(d_texts)
-    if doc_cache is not None and key in doc_cache:
-        d_emb = doc_cache[key]
-    else:
+    if doc_cache is None:  # the in-training callback: one set, nothing to share
         d_emb = embed(encoder, d_texts, batch_size, device, show_progress)
-        if doc_cache is not None:
-            doc_cache[key] = d_emb
+    else:
+        key = _texts_digest(d_texts)
+        if key not in doc_cache:
+            doc_cache[key] = embed(encoder, d_texts, batch_size, device, show_progress)
+        d_emb = doc_cache[key]
     q_ids, d_ids = list(data.queries), list(data.corpus)
     out = {}
     for dim in dims:
