@@ -34,8 +34,6 @@ fi
 reused=()
 step "1/5 build FRet from $BUILD_CONFIG${CORPUS:+ on $CORPUS} (a finished build of the same config is reused: 0 LLM calls)"
 touch "$OUT/.build_started"
-query_log=()  # a query log replaces generation: its queries are retrieved for, scored and held out instead
-[ -n "$QUERIES" ] && query_log=(--corpus.queries="$QUERIES" --corpus.num_seeds=0 ${QUERIES_TASK:+--corpus.queries_task="$QUERIES_TASK"})
 gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} "${query_log[@]}" "${track_build[@]}" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
 [ "$OUT/fret/manifest.json" -nt "$OUT/.build_started" ] || reused+=("the FRet build")
 split="$OUT/fret/test"  # the build's held-out queries, labelled by its LLM (none with test_split.fraction: 0)

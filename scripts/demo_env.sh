@@ -10,6 +10,12 @@ CORPUS=${CORPUS:-}
 # they replace the generated ones, and the build holds a fifth of them out as its LLM-labelled test split.
 QUERIES=${QUERIES:-}
 QUERIES_TASK=${QUERIES_TASK:-}
+# A query log replaces generation (its queries are retrieved for, scored and held out instead): the
+# build's flags for it, used by demo.sh and split_agreement.sh; none without QUERIES.
+query_log=()
+if [ -n "$QUERIES" ]; then
+  query_log=(--corpus.queries="$QUERIES" --corpus.num_seeds=0 ${QUERIES_TASK:+--corpus.queries_task="$QUERIES_TASK"})
+fi
 if [ -n "$CORPUS" ]; then
   BEIR=${BEIR:-} SECOND_BEIR=${SECOND_BEIR:-}
 else

@@ -31,8 +31,6 @@ start=$(date +%s)
 step() { echo "== [$(( $(date +%s) - start ))s] $*"; }
 
 step "build on ${CORPUS:-the corpus of $BUILD_CONFIG}${QUERIES:+ with the queries of $QUERIES}"
-query_log=()  # a query log (QUERIES) replaces generation, as in scripts/demo.sh
-[ -n "$QUERIES" ] && query_log=(--corpus.queries="$QUERIES" --corpus.num_seeds=0 ${QUERIES_TASK:+--corpus.queries_task="$QUERIES_TASK"})
 gecko build fret --config "$BUILD_CONFIG" ${CORPUS:+--corpus.path="$CORPUS"} "${query_log[@]}" --output_dir "$OUT/fret" ${BUILD_ARGS:-}
 split="$OUT/fret/test"
 [ -d "$split" ] || { echo "no test split in $OUT/fret (test_split.fraction is 0)" >&2; exit 2; }
