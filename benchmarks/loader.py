@@ -8,7 +8,8 @@ Wikipedia words. Tokenization and padding happen in the workers, as in training.
     python benchmarks/loader.py --list-size 20    # and each record's candidate list (model.distill)
 
 With --list-size K the records are written as a FRet build writes them: `meta.candidates` names K
-passages (the positive first) drawn from a pool of 5,000, whose texts sit once in candidates/passages.jsonl;
+passages (the positive first, the negative last, as `select.negative: lowest` picks it) drawn from a
+pool of 5,000, whose texts sit once in candidates/passages.jsonl;
 the loader then attaches every row's list, as `gecko fit --model.distill=kl` does.
 """
 
@@ -62,6 +63,7 @@ def write_records(path: Path, n: int, seed: int = 0, list_size: int = 0) -> None
             if list_size:
                 listed = rng.sample(pool, list_size)
                 rec["positive"] = {"title": listed[0]["title"], "text": listed[0]["text"]}
+                rec["negative"] = {"title": listed[-1]["title"], "text": listed[-1]["text"]}  # a build's lowest candidate
                 rec["meta"] = {"positive_id": listed[0]["id"], "candidates": [
                     {"id": p["id"], "ql": -rng.random() * 3, "rc": -rng.random() * 3} for p in listed]}
             f.write(json.dumps(rec) + "\n")

@@ -130,15 +130,20 @@ class GeckoModule(L.LightningModule):
                      candidates: Tensor | None = None) -> Tensor:
         """The configured loss on precomputed embeddings; GradCache calls it on cached ones too.
 
-        `candidates`: (M, D) embeddings of the batch's list passages (`batch["candidates"]`), when
-        `model.distill` is on; the distillation term then joins Eq. 3 with `distill_weight`."""
+        With `model.distill` on and a batch with lists (`batch["list_index"]`), the distillation term
+        joins Eq. 3 with `distill_weight`; its passages are rows of [pos, neg, candidates], where
+        `candidates` (M, D) embeds the list passages that are not already a positive or a negative of
+        the batch (`batch["candidates"]`; None when there are none)."""
         loss = self._contrastive(q, pos, neg, batch)
         self._terms = {"contrastive": loss.detach()}
-        if candidates is None:
-            return loss
         hp = self.hparams
+        if hp.distill == "none" or "list_index" not in batch:
+            return loss
+        if ("negative" in batch) != (neg is not None) or ("candidates" in batch) != (candidates is not None):
+            raise ValueError("the list pool needs the batch's negatives and candidates embedded (see _towers)")
+        pool = torch.cat([pos] + [e for e in (neg, candidates) if e is not None])  # (B [+ B] [+ M], D)
         term = matryoshka_distill_loss(
-            q, candidates, batch["list_index"], batch["list_scores"], dims=hp.matryoshka_dims,
+            q, pool, batch["list_index"], batch["list_scores"], dims=hp.matryoshka_dims,
             weights=hp.matryoshka_weights, kind=hp.distill, teacher_temperature=hp.teacher_temperature,
             student_temperature=hp.student_temperature or hp.temperature)
         self._terms["distill"] = term.detach()
@@ -159,10 +164,11 @@ class GeckoModule(L.LightningModule):
         return contrastive_loss(q, pos, neg, **kwargs)
 
     def _towers(self, batch: Batch) -> list[str]:
-        """The batch keys to embed: the negative side only when the loss uses it, the list passages
-        only when a distillation term is on and the batch has lists (an NLI batch has none)."""
-        towers = ["query", "positive"] + (["negative"] if "negative" in batch and self.hparams.hard_negatives != "none" else [])
-        return towers + (["candidates"] if "candidates" in batch and self.hparams.distill != "none" else [])
+        """The batch keys to embed: the negative side when the loss or a list uses it, the remaining list
+        passages only when a distillation term is on and the batch has lists (an NLI batch has none)."""
+        lists = "list_index" in batch and self.hparams.distill != "none"
+        negative = "negative" in batch and (self.hparams.hard_negatives != "none" or lists)
+        return ["query", "positive"] + (["negative"] if negative else []) + (["candidates"] if lists and "candidates" in batch else [])
 
     def _step_loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, q, pos) of a plain (uncached) step."""

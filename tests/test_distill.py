@@ -124,6 +124,7 @@ def make_module(tiny_bert, **kw):
 
 
 def make_batch(module, b=5):
+    assert b == 5, "list_index below is written for 5 rows"
     tok = module.encoder.tokenize
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
     text = lambda i, n: " ".join(words[(i + j) % len(words)] for j in range(n))  # noqa: E731
@@ -132,11 +133,24 @@ def make_batch(module, b=5):
         "positive": dict(tok([f"title: none | text: {text(i, 5 + i)}" for i in range(b)])),
         "negative": dict(tok([f"title: none | text: {text(i + 3, 4 + i)}" for i in range(b)])),
         "candidates": dict(tok([f"title: none | text: {text(i * 2, 3 + i)}" for i in range(7)])),
-        "list_index": torch.tensor([[0, 1, 2], [3, 4, -1], [5, 6, 1], [-1, -1, -1], [2, 0, -1]])[:b],
-        "list_scores": torch.tensor([[-1.0, -2.5, -1.5], [-0.5, -3.0, 0], [-2.0, -1.0, -4.0], [0, 0, 0], [-1.2, -1.1, 0]])[:b],
+        # rows of [positive (b), negative (b), candidates (7)]: a list starts with its own positive, as a build's does
+        "list_index": torch.tensor([[0, 11, 12], [1, 14, -1], [2, 16, 5], [-1, -1, -1], [4, 10, 8]]),  # b = 5
+        "list_scores": torch.tensor([[-1.0, -2.5, -1.5], [-0.5, -3.0, 0], [-2.0, -1.0, -4.0], [0, 0, 0], [-1.2, -1.1, 0]]),
         "pos_ids": torch.arange(b),
         "same_tower": torch.ones(b, dtype=torch.bool),
     }
+
+
+def unshared(batch):
+    """The same batch with every list passage in `candidates` (the pool's positive and negative rows
+    tokenized again): what the collator sent before it pointed lists at the batch's own rows."""
+    b = batch["positive"]["input_ids"].shape[0]
+    parts = [batch["positive"], batch["negative"], batch["candidates"]]
+    width = max(p["input_ids"].shape[1] for p in parts)
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]))  # noqa: E731  (0 = [PAD] and mask 0)
+    pool = {k: torch.cat([pad(p[k]) for p in parts]) for k in ("input_ids", "attention_mask")}  # (2b + M, T)
+    index = torch.where(batch["list_index"] < 0, -1, batch["list_index"] + 2 * b)  # the same texts, as candidates
+    return {**batch, "candidates": pool, "list_index": index}
 
 
 def loss_and_grads(module, batch):
@@ -164,6 +178,34 @@ def test_distill_changes_the_gradient(tiny_bert):
     loss1, g1 = loss_and_grads(with_term, batch)
     assert loss1 == pytest.approx(with_term._terms["contrastive"] + with_term._terms["distill"])
     assert any(not torch.allclose(g0[k], g1[k]) for k in g0)
+
+
+@pytest.mark.parametrize("kind", ["kl", "margin_mse"])
+def test_list_rows_shared_with_the_triplet_match_embedding_them_again(tiny_bert, kind):
+    """A list passage that is a positive or a negative of the batch reuses that row's embedding; the
+    reference embeds every list passage on its own, as `candidates` rows, and indexes those."""
+    shared_m = make_module(tiny_bert, distill=kind, hard_negatives="none")  # lists still need the negatives
+    again_m = make_module(tiny_bert, distill=kind, hard_negatives="none")
+    batch = make_batch(shared_m)
+    again = unshared(batch)
+    assert shared_m._towers(batch) == ["query", "positive", "negative", "candidates"]
+    loss0, g0 = loss_and_grads(shared_m, batch)
+    loss1, g1 = loss_and_grads(again_m, again)
+    torch.testing.assert_close(loss0, loss1)
+    torch.testing.assert_close(shared_m._terms["distill"], again_m._terms["distill"])
+    assert g0.keys() == g1.keys()
+    for k in g0:
+        torch.testing.assert_close(g0[k], g1[k], rtol=1e-6, atol=1e-9, msg=k)
+
+
+def test_a_batch_whose_lists_are_all_shared_embeds_no_candidates(tiny_bert):
+    module = make_module(tiny_bert, distill="kl")
+    batch = make_batch(module)
+    del batch["candidates"]
+    batch["list_index"] = torch.tensor([[0, 5, 6], [1, 0, -1], [2, 7, 3], [-1, -1, -1], [4, 9, -1]])
+    assert module._towers(batch) == ["query", "positive", "negative"]
+    loss, _ = loss_and_grads(module, batch)
+    assert torch.isfinite(loss) and module._terms["distill"] > 0
 
 
 @pytest.mark.parametrize("kind", ["kl", "margin_mse"])

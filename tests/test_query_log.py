@@ -128,20 +128,29 @@ def test_rows_get_their_lists_positive_first(log_build):
 
 
 def test_the_collator_tokenizes_each_list_passage_once(log_build):
+    """Each list slot names a row of [positives, negatives, candidates] holding its own text; a passage
+    that is a positive or a negative of the batch is not tokenized again, and no other passage twice."""
     dm = _datamodule(log_build)
     dm.attach_lists()
     examples = [dm.train_dataset[i] for i in range(len(dm.train_dataset))][:3]
     batch = dm._collator()(examples)
-    unique = list(dict.fromkeys(t for e in examples for t in e.candidates))
-    assert batch["candidates"]["input_ids"].shape[0] == len(unique)
+    negatives = [e.negative for e in examples]
+    assert all(negatives)  # the build gives every record one
+    pooled = [e.positive for e in examples] + negatives
+    others = list(dict.fromkeys(t for e in examples for t in e.candidates if t not in pooled))
+    assert batch["candidates"]["input_ids"].shape[0] == len(others)
+    rows = pooled + others
     for row, e in enumerate(examples):
+        assert batch["list_index"][row, 0] == row  # the list's first passage is the row's own positive
         for slot, (text, score) in enumerate(zip(e.candidates, e.teacher)):
-            assert unique[batch["list_index"][row, slot]] == text
+            assert rows[batch["list_index"][row, slot]] == text
             assert batch["list_scores"][row, slot].item() == pytest.approx(score, rel=1e-6)
-    alone = dm._collator()._encode([examples[0].candidates[0]], dm.doc_max_length)["input_ids"][0]  # (T,)
-    row = int(batch["list_index"][0, 0])
-    assert torch.equal(batch["candidates"]["input_ids"][row, : len(alone)], alone)
-    assert batch["candidates"]["attention_mask"][row].sum() == len(alone)
+    assert any(len(examples) <= i < 2 * len(examples) for i in batch["list_index"].flatten().tolist())  # a negative reused
+    encode = dm._collator()._encode
+    for i, text in enumerate(others):
+        alone = encode([text], dm.doc_max_length)["input_ids"][0]  # (T,)
+        assert torch.equal(batch["candidates"]["input_ids"][i, : len(alone)], alone)
+        assert batch["candidates"]["attention_mask"][i].sum() == len(alone)
 
 
 def test_a_build_from_before_lists_trains_as_today_and_distill_names_the_fix(log_build, tmp_path):

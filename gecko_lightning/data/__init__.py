@@ -10,8 +10,8 @@ Every DataModule here yields the training batch that `GeckoModule.training_step`
      "same_tower": BoolTensor(B),
      "ids": list[str],           # record ids
      # with model.distill, when a row of the batch has a candidate list (a FRet build's meta.candidates):
-     "candidates": {...},        # (M, Tp) every distinct list passage of the batch, tokenized once
-     "list_index": LongTensor(B, K),    # each row's list as rows of `candidates`, positive first; -1 pads
+     "candidates": {...},        # (M, Tp) each distinct list passage that is not a positive or negative of the batch
+     "list_index": LongTensor(B, K),    # each row's list as rows of [positive, negative, candidates], positive first; -1 pads
      "list_scores": FloatTensor(B, K)}  # the LLM's score of each (data.init_args.teacher_score)
 
 May import: the rest of `gecko_lightning` except `module` and `cli`; never `data_builders`. `schema`,

@@ -151,6 +151,7 @@ class TripletCollator:
             "query": self._encode([e.query for e in examples], self.query_max_length),
             "positive": self._encode([e.positive for e in examples], self.doc_max_length),
         }
+        negatives = None
         if any(e.negative is not None for e in examples):
             negatives = [e.negative or _borrowed(examples, i) for i, e in enumerate(examples)]
             batch["negative"] = self._encode(negatives, self.doc_max_length)
@@ -159,22 +160,35 @@ class TripletCollator:
         batch["same_tower"] = torch.tensor([e.same_tower for e in examples], dtype=torch.bool)  # (B,)
         batch["ids"] = [e.id for e in examples]
         if any(len(e.candidates) >= 2 for e in examples):
-            batch.update(self._lists(examples))
+            batch.update(self._lists(examples, negatives))
         return batch
 
-    def _lists(self, examples: Sequence[Example]) -> dict[str, Any]:
-        """The batch's candidate lists: each distinct passage tokenized once (M, Tp), and per row the
-        indices of its list's passages (B, K; -1 pads a shorter list) and the teacher's scores (B, K)."""
-        unique: dict[str, int] = {}
+    def _lists(self, examples: Sequence[Example], negatives: Sequence[str] | None) -> dict[str, Any]:
+        """The batch's candidate lists, as rows of the pool [positives (B), negatives (B, when the batch
+        has them), candidates (M)]: a list passage that is already a positive or a negative of the batch
+        (a list holds its record's positive first, and the build's negative is one of its candidates)
+        points at that row, and each other distinct passage is tokenized once into `candidates`.
+        Per row: the indices of its list's passages (B, K; -1 pads a shorter list) and the teacher's
+        scores (B, K). `candidates` is absent when every list passage is a positive or a negative."""
+        pool: dict[str, int] = {}
+        for i, e in enumerate(examples):
+            pool.setdefault(e.positive, i)
+        for i, text in enumerate(negatives or ()):
+            pool.setdefault(text, len(examples) + i)
+        offset = len(examples) * (2 if negatives is not None else 1)
+        rest: dict[str, int] = {}
         k = max(len(e.candidates) for e in examples)
         index = np.full((len(examples), k), -1, dtype=np.int64)  # (B, K)
         scores = np.zeros((len(examples), k), dtype=np.float32)  # (B, K)
         for row, e in enumerate(examples):
             for slot, (text, score) in enumerate(zip(e.candidates, e.teacher, strict=True)):
-                index[row, slot] = unique.setdefault(text, len(unique))
+                shared = pool.get(text)
+                index[row, slot] = shared if shared is not None else offset + rest.setdefault(text, len(rest))
                 scores[row, slot] = score
-        return {"candidates": self._encode(list(unique), self.doc_max_length),
-                "list_index": torch.from_numpy(index), "list_scores": torch.from_numpy(scores)}
+        lists: dict[str, Any] = {"list_index": torch.from_numpy(index), "list_scores": torch.from_numpy(scores)}
+        if rest:
+            lists["candidates"] = self._encode(list(rest), self.doc_max_length)
+        return lists
 
 
 def _borrowed(examples: Sequence[Example], i: int) -> str:
