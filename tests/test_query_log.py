@@ -175,3 +175,44 @@ def test_from_keeps_the_lists(log_build, tmp_path):
     out = tmp_path / "re"
     assert cli.main(["fret", "--from", str(log_build), "--select.negative=margin", "--output_dir", str(out)]) == 0
     assert (out / LIST_PASSAGES).read_bytes() == (log_build / LIST_PASSAGES).read_bytes()
+
+
+def test_oracle_positives_relabel_from_qrels_by_hand(log_build, tmp_path):
+    """scripts/oracle_positives.py against hand-written qrels: one record keeps its positive but loses its
+    negative (relevant too), one moves to a relevant candidate, one takes a relevant passage from outside
+    its list, and one without qrels is dropped."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("oracle_positives", ROOT / "scripts" / "oracle_positives.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    records = [json.loads(line) for line in (log_build / "shard-00000.jsonl").read_text().splitlines()]
+    corpus = {r["id"]: r for r in map(json.loads, (log_build / "stages" / "corpus.jsonl").read_text().splitlines())}
+    keep, move, outside = records[:3]
+    assert len(records) == 4  # the fourth has no qrels
+    ranked = lambda r: [c["id"] for c in sorted(r["meta"]["candidates"], key=lambda c: c["retrieval_rank"])]  # noqa: E731
+    moved_to = next(i for i in ranked(move) if i not in (move["meta"]["positive_id"], move["meta"]["negative_id"]))
+    far = min(set(corpus) - set(ranked(outside)))
+    qrels = {keep["meta"]["query_id"]: [keep["meta"]["positive_id"], keep["meta"]["negative_id"]],
+             move["meta"]["query_id"]: [moved_to], outside["meta"]["query_id"]: [far]}
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t1\n" for q, ds in qrels.items() for d in ds) + f"{records[3]['meta']['query_id']}\t{far}\t0\n")
+    out = tmp_path / "oracle"
+    oracle.main([str(log_build), str(beir), "train", str(out)])
+    got = {r["meta"]["query_id"]: r for r in map(json.loads, (out / "shard-00000.jsonl").read_text().splitlines())}
+    assert set(got) == set(qrels)  # a grade of 0 is no label: the fourth record is dropped
+    text = lambda pid: {"text": corpus[pid]["text"], "title": corpus[pid].get("title") or None}  # noqa: E731
+    kept = got[keep["meta"]["query_id"]]
+    assert kept["positive"] == keep["positive"] and kept["meta"]["positive_id"] == keep["meta"]["positive_id"]
+    lowest_other = [i for i in ranked(keep) if i not in qrels[keep["meta"]["query_id"]]][-1]
+    assert kept["meta"]["negative_id"] == lowest_other != keep["meta"]["negative_id"]
+    assert kept["negative"] == text(lowest_other)
+    assert got[move["meta"]["query_id"]]["positive"] == text(moved_to) and got[move["meta"]["query_id"]]["meta"]["positive_id"] == moved_to
+    assert got[move["meta"]["query_id"]]["negative"] == move["negative"]
+    assert got[outside["meta"]["query_id"]]["meta"]["positive_id"] == far
+    assert got[outside["meta"]["query_id"]]["positive"] == text(far)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {k: manifest["oracle"][k] for k in ("kept", "list", "corpus", "dropped")} == {"kept": 1, "list": 1, "corpus": 1, "dropped": 1}
+    assert manifest["records"] == 3
