@@ -53,7 +53,7 @@ class GeckoModule(L.LightningModule):
         pooling: Pooling | None = None,
         distill: Literal["none", "kl", "margin_mse"] = "none",
         distill_weight: float = 1.0,
-        teacher_temperature: float = 1.0,
+        teacher_temperature: float = 0.25,
         student_temperature: float | None = None,
     ) -> None:
         """
@@ -87,6 +87,8 @@ class GeckoModule(L.LightningModule):
                 attaches each record's list (`data.init_args.list_size`, `data.init_args.teacher_score`).
             distill_weight: weight of the distillation term; 0 computes and logs it without training on it.
             teacher_temperature: T of the teacher's scores (QL: mean token log-likelihoods); lower is sharper.
+                0.25 makes SmolLM2's QL about as sharp as a student at 0.05 (at 1.0 `kl` flattened the
+                student: docs/fret.md); Tamber et al. (2025) use 0.3.
             student_temperature: T of the embedder's cosines in the distillation term; None = `temperature`.
         """
         super().__init__()

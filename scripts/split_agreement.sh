@@ -15,10 +15,12 @@
 #   pos-seed        the seed passage as positive             neg-random a random candidate as negative
 #   lr10x lr100x    learning rate 2e-4 and 2e-3 (too high)
 #   raw             trained on raw text (`{query}`, `{title} {text}`), the format the base model knows, not Gecko's
-#   kl-s0 kl-s1 kl-s2  the mixture plus the LLM's QL scores distilled over each FRet list (model.distill=kl), seeds 0-2
-#   kl5             the same over the first 5 candidates of each list (the positive and 4 more)
-#   mse             margin_mse in place of kl (seed 0)
+#   kl-s0 kl-s1 kl-s2  the mixture plus the LLM's QL scores distilled over each FRet list (model.distill=kl) at
+#                   teacher temperature 1.0 (the default before 0.25), seeds 0-2
+#   kl5             kl-s0 over the first 5 candidates of each list (the positive and 4 more)
+#   mse             margin_mse in place of kl at teacher temperature 1.0 (seed 0)
 #   klt-s0 klt-s1 klt-s2  kl with a sharper teacher: model.teacher_temperature=$KL_T (default 0.25), seeds 0-2
+#   mset-s0 mset-s1 mset-s2  margin_mse with the same sharper teacher, seeds 0-2
 # Scores go to $OUT/agree/<variant>.json; a variant already scored is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,11 +56,12 @@ for v in $VARIANTS; do
     lr10x) extra=(--model.lr=2.0e-4) ;;
     lr100x) extra=(--model.lr=2.0e-3) sts=() ;;
     raw) extra=(--data.init_args.format=plain --data.init_args.query_template="{query}") ;;
-    kl-s*) seed=${v#kl-s} extra=(--model.distill=kl) ;;
+    kl-s*) seed=${v#kl-s} extra=(--model.distill=kl --model.teacher_temperature=1.0) ;;
     klt-s*) seed=${v#klt-s} extra=(--model.distill=kl --model.teacher_temperature="${KL_T:-0.25}") ;;
-    kl5) extra=(--model.distill=kl --data.init_args.list_size=5) ;;
-    mse) extra=(--model.distill=margin_mse) ;;
-    *) echo "unknown variant $v (known: mix-s0 mix-s1 mix-s2 fret-only pos-seed neg-random lr10x lr100x raw kl-s0 kl-s1 kl-s2 kl5 mse klt-s0 klt-s1 klt-s2)" >&2; exit 2 ;;
+    mset-s*) seed=${v#mset-s} extra=(--model.distill=margin_mse --model.teacher_temperature="${KL_T:-0.25}") ;;
+    kl5) extra=(--model.distill=kl --model.teacher_temperature=1.0 --data.init_args.list_size=5) ;;
+    mse) extra=(--model.distill=margin_mse --model.teacher_temperature=1.0) ;;
+    *) echo "unknown variant $v (known: mix-s0 mix-s1 mix-s2 fret-only pos-seed neg-random lr10x lr100x raw kl-s0 kl-s1 kl-s2 kl5 mse klt-s0 klt-s1 klt-s2 mset-s0 mset-s1 mset-s2)" >&2; exit 2 ;;
   esac
   data="$OUT/fret"
   if [ "$positive-$negative" != "ql_top1-lowest" ]; then  # re-selected from the build's stage files: no LLM call
