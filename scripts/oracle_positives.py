@@ -22,15 +22,8 @@ import json
 import shutil
 from pathlib import Path
 
-
-def read_qrels(beir: Path, split: str) -> dict[str, set[str]]:
-    """query id -> the ids of its passages with a positive grade."""
-    rel: dict[str, set[str]] = {}
-    for line in (beir / "qrels" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]:
-        parts = line.split("\t")
-        if len(parts) >= 3 and float(parts[2]) > 0:
-            rel.setdefault(parts[0], set()).add(parts[1])
-    return rel
+from data_builders.corpus.files import read_jsonl
+from gecko_lightning.evaluation.loaders import read_qrels
 
 
 def relabel(record: dict, relevant: set[str], corpus: dict[str, dict]) -> tuple[dict, str]:
@@ -65,12 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("split", help="the qrels split the log was taken from (train)")
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
-    qrels = read_qrels(args.beir, args.split)
-    corpus = {}
-    with (args.build / "stages" / "corpus.jsonl").open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            corpus[row["id"]] = row
+    graded = read_qrels(args.beir / "qrels" / f"{args.split}.tsv")
+    qrels = {q: {d for d, grade in docs.items() if grade > 0} for q, docs in graded.items()}
+    corpus = {row["id"]: row for row in read_jsonl(args.build / "stages" / "corpus.jsonl")}
     manifest = json.loads((args.build / "manifest.json").read_text(encoding="utf-8"))
     if args.out.exists():
         shutil.rmtree(args.out)
