@@ -172,34 +172,70 @@ def markdown(cells: dict, by: list[str], base: str) -> str:
     return "\n".join(lines + _mixed(cells, columns, by)) + "\n"
 
 
+def headlines(cells: dict, base: str) -> list[tuple]:
+    """(dataset, metric) per dataset: its first metric, the evaluator's headline."""
+    _, rows, _ = summarize(cells, base)
+    first: dict[str, tuple] = {}
+    for dataset, metric in rows:
+        first.setdefault(dataset, (dataset, metric))
+    return list(first.values())
+
+
+def deltas(cells: dict, base: str) -> dict[tuple, dict[tuple, dict]]:
+    """What the plot draws against zero: {(dataset, metric): {column: {"mean", "std", "values"}}} where mean is
+    the column's mean minus the base's, std the column's spread over its seeds (None for one run) and values
+    each run minus the base's mean; {} when no cell is the base."""
+    columns, _, stats = summarize(cells, base)
+    if not columns or "/".join(columns[0]) != base:
+        return {}
+    out: dict[tuple, dict[tuple, dict]] = {}
+    for row in headlines(cells, base):
+        ref = stats.get((row, columns[0]))
+        for col in columns[1:]:
+            s = stats.get((row, col))
+            if ref and s:
+                out.setdefault(row, {})[col] = {"mean": s["mean"] - ref["mean"], "std": s["std"],
+                                                "values": [v - ref["mean"] for v in s["values"]]}
+    return out
+
+
 def plot(cells: dict, base: str, path: Path) -> Path:
-    """Each dataset's first metric (the evaluator's headline): a bar per cell, error bars over seeds, a dot per
-    run, and the difference from the base written above each bar (a fraction of a point is invisible at 0-100)."""
+    """Each dataset's headline metric. With a base cell: each other cell's difference from it, a bar from zero
+    with the seeds' spread as error bar and a dot per run (a one-point change is invisible on a 0-100 scale);
+    without one: the scores themselves."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    columns, rows, stats = summarize(cells, base)
-    first: dict[str, tuple] = {}
-    for dataset, metric in rows:
-        first.setdefault(dataset, (dataset, metric))
-    heads = list(first.values())
-    width = 0.8 / len(columns)
+    columns, _, stats = summarize(cells, base)
+    heads = headlines(cells, base)
+    diff = deltas(cells, base)
+    if diff:
+        columns = columns[1:]
+        stats = {(row, col): s for row, per_col in diff.items() for col, s in per_col.items()}
+    width = 0.8 / max(1, len(columns))
     fig, ax = plt.subplots(figsize=(2.0 + 1.2 * len(heads) * max(1, len(columns) / 2), 3.8))
     for j, col in enumerate(columns):
         xs = [i + (j - (len(columns) - 1) / 2) * width for i in range(len(heads))]
         got = [stats.get((row, col)) for row in heads]
         ax.bar(xs, [s["mean"] if s else 0.0 for s in got], width=width, yerr=[(s["std"] or 0.0) if s else 0.0 for s in got],
                capsize=3, label="/".join(col))
-        for x, s, row in zip(xs, got, heads):
+        for x, s in zip(xs, got):
             if s:
                 ax.scatter([x] * len(s["values"]), s["values"], color="black", s=8, zorder=3)
-            b = stats.get((row, columns[0]))
-            if s and b and j and "/".join(columns[0]) == base:
-                ax.text(x, s["mean"] + (s["std"] or 0.0) + 1, f"{s['mean'] - b['mean']:+.2f}", ha="center", fontsize=7)
+                if diff:
+                    top = max([s["mean"] + (s["std"] or 0.0), *s["values"]]) if s["mean"] >= 0 else \
+                        min([s["mean"] - (s["std"] or 0.0), *s["values"]])
+                    ax.annotate(f"{s['mean']:+.2f}", (x, top), xytext=(0, 3 if s["mean"] >= 0 else -9),
+                                textcoords="offset points", ha="center", fontsize=7)
     ax.set_xticks(range(len(heads)), [f"{d}\n{m}" for d, m in heads], fontsize=8)
-    ax.set_ylabel("score (0-100)")
+    if diff:
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_ylabel(f"difference from {base} (points)")
+        ax.margins(y=0.15)
+    else:
+        ax.set_ylabel("score (0-100)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncols=min(len(columns), 4), frameon=False)
     fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps the legend below the axes
     plt.close(fig)

@@ -206,3 +206,21 @@ def test_the_demo_needs_no_beir_folder_for_a_corpus_of_ones_own(env, beir):
     assert got == beir
     text = (REPO / "scripts" / "demo.sh").read_text()
     assert '--corpus.path="$CORPUS"' in text and "--label qrels=llm" in text and '--build "$OUT/fret"' in text
+
+
+def test_plot_draws_each_variant_against_zero(runs):
+    """The plotted bars are the variant's mean minus the base's, with the seeds' sample std, per run too."""
+    from gecko_lightning.report_evals import deltas
+
+    cells = group([read_eval(p) for p in sorted(runs.rglob("*.json")) if p.name != "manifest.json"], ["variant"])
+    got = deltas(cells, "base")
+    assert list(got) == [("scifact", "ndcg_at_10"), ("sts-test.csv", "spearman")]  # each dataset's headline
+    for i, row in [(0, ("scifact", "ndcg_at_10")), (2, ("sts-test.csv", "spearman"))]:
+        ref = BASE[row[0]][row[1]]
+        for variant, per_seed in SCORES.items():
+            xs = [s[i] for s in per_seed]
+            bar = got[row][(variant,)]
+            assert bar["mean"] == pytest.approx(sum(xs) / 3 - ref, abs=1e-9)
+            assert bar["std"] == pytest.approx(statistics.stdev(xs), abs=1e-12)
+            assert bar["values"] == pytest.approx([x - ref for x in xs], abs=1e-9)
+    assert deltas(cells, "nobody") == {}  # no base cell: the plot shows the scores themselves
