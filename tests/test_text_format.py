@@ -107,3 +107,29 @@ def test_round_trip_resolution_and_names():
     with pytest.raises(ValueError, match="prompts='plain': choose one of model, gecko, none"):
         resolve_format("plain")
     assert [template_name(t) for t in (GECKO, PLAIN, CUSTOM, None)] == ["gecko", "plain", "custom", "none"]
+
+
+def test_a_query_written_for_its_own_task_is_scored_with_it(tmp_path):
+    """A FRet test split's queries carry the task they were written (or logged) for in `metadata.task`:
+    evaluation gives each the string training gave it, and the prompt map's task to the rest."""
+    import json
+
+    from gecko_lightning.evaluation.loaders import load_beir
+
+    (tmp_path / "qrels").mkdir()
+    own = "Given a scientific claim, find the abstract that supports or refutes it"
+    rows = [{"_id": "q1", "text": QUERY, "metadata": {"task": own, "task_type": "given"}},
+            {"_id": "q2", "text": "why is y", "metadata": {"seed_id": "d1"}},  # no task: the dataset's
+            {"_id": "q3", "text": "not judged", "metadata": {"task": "other"}}]  # no qrels: not loaded
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": TITLE, "text": TEXT}) + "\n")
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td1\t1\n")
+    data = load_beir(tmp_path)
+    assert data.tasks == {"q1": own}
+    pm = PromptMap(task_types={}, retrieval={tmp_path.name: "fact checking"})
+    q_eval, _ = runner.beir_texts(data, GECKO, pm)
+    train = format_record(Record("r", "s", own, QUERY, Passage(TEXT, TITLE), None, False), GECKO)
+    assert q_eval == [train.query, "task: fact checking | query: why is y"]
+    assert q_eval[0] == f"task: {own} | query: {QUERY}"
+    assert runner.beir_texts(data, PLAIN, pm)[0][1] == "fact checking why is y"
+    assert runner.beir_texts(data, resolve_format("none"), pm)[0] == [QUERY, "why is y"]  # raw text: no task at all

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Container, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,15 @@ class EvalDataError(UserError):
 
 @dataclass
 class BeirSet:
-    """A BEIR retrieval set: corpus doc id -> (title, text), query id -> text, qrels query -> doc -> grade."""
+    """A BEIR retrieval set: corpus doc id -> (title, text), query id -> text, qrels query -> doc -> grade;
+    tasks: query id -> the task its query was written for (`metadata.task`, as a FRet build's test split
+    writes it), for the queries that carry one."""
 
     name: str
     corpus: dict[str, tuple[str, str]]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    tasks: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -158,9 +161,12 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirSet:
     corpus = {i: (_string(r, "title", f"{corpus_path}:{n}", nullable=True) if "title" in r else "",
                   _string(r, "text", f"{corpus_path}:{n}"))
               for i, (n, r) in _beir_rows(corpus_path, "documents").items()}
-    queries = {i: _string(r, "text", f"{queries_path}:{n}") for i, (n, r) in _beir_rows(queries_path, "queries").items()}
+    rows = _beir_rows(queries_path, "queries")
+    queries = {i: _string(r, "text", f"{queries_path}:{n}") for i, (n, r) in rows.items()}
     qrels = read_qrels(qrels_path, (queries_path, queries), (corpus_path, corpus))
-    return BeirSet(folder.name, corpus, {q: t for q, t in queries.items() if q in qrels}, qrels)
+    tasks = {i: task for i, (_, r) in rows.items() if i in qrels
+             and isinstance(r.get("metadata"), dict) and isinstance(task := r["metadata"].get("task"), str) and task.strip()}
+    return BeirSet(folder.name, corpus, {q: t for q, t in queries.items() if q in qrels}, qrels, tasks)
 
 
 # Plain decimal notation only: float() also takes 'nan', 'inf', '1_0' (10) and non-ASCII digits.

@@ -92,11 +92,12 @@ def beir_texts(data: BeirSet, prompts: Prompts, prompt_map: PromptMap) -> tuple[
     """Query and document strings in the chosen format (dict order of data.queries / data.corpus).
 
     The dataset's name is its task name for declared prompts (a "SciFact-query" prompt), its task string
-    (prompt_map) is what our templates write.
+    (prompt_map) is what our templates write, unless a query carries the task it was written for
+    (`data.tasks`: a FRet build's test split), as it was in training.
     """
     fmt, name = input_format(prompts), data.name
     task = prompt_map.retrieval_task(name)
-    queries = [fmt.query(task, q, task_name=name) for q in data.queries.values()]
+    queries = [fmt.query(data.tasks.get(i, task), q, task_name=name) for i, q in data.queries.items()]
     if prompt_map.is_symmetric(name):  # duplicate-question search: documents are queries too
         return queries, [fmt.symmetric_document(task, t, x, task_name=name) for t, x in data.corpus.values()]
     return queries, [fmt.document(t, x, task_name=name) for t, x in data.corpus.values()]
