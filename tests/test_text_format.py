@@ -133,3 +133,17 @@ def test_a_query_written_for_its_own_task_is_scored_with_it(tmp_path):
     assert q_eval[0] == f"task: {own} | query: {QUERY}"
     assert runner.beir_texts(data, PLAIN, pm)[0][1] == "fact checking why is y"
     assert runner.beir_texts(data, resolve_format("none"), pm)[0] == [QUERY, "why is y"]  # raw text: no task at all
+
+
+def test_a_prompt_map_file_may_name_only_what_it_changes(tmp_path):
+    """`--prompt-map` with one retrieval entry: the task types and defaults stay the built-in ones."""
+    from gecko_lightning.text_format import RETRIEVAL_TASK, TASK_TYPES
+
+    path = tmp_path / "map.yaml"
+    path.write_text("retrieval:\n  SciFact: Given a scientific claim, find the abstract that supports or refutes it\n")
+    pm = PromptMap.load(path)
+    assert pm.retrieval_task("scifact") == "Given a scientific claim, find the abstract that supports or refutes it"
+    assert pm.task_types == TASK_TYPES and pm.retrieval_task("nfcorpus") == RETRIEVAL_TASK
+    path.write_text("- just a list\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        PromptMap.load(path)

@@ -25,7 +25,7 @@ plain_document = join_title  # how MTEB joins a BEIR document for prompt-free mo
 class PromptMap:
     """Task strings per MTEB task type and per retrieval dataset, loaded from YAML."""
 
-    task_types: dict[str, str]
+    task_types: dict[str, str] = field(default_factory=lambda: dict(TASK_TYPES))
     retrieval_default: str = RETRIEVAL_TASK
     retrieval: dict[str, str] = field(default_factory=dict)
     symmetric_retrieval: list[str] = field(default_factory=list)
@@ -39,6 +39,9 @@ class PromptMap:
             raw = _FALLBACK
         else:
             raise FileNotFoundError(f"prompt map {path} not found; copy configs/eval/gecko_prompts.yaml and edit it")
+        if not isinstance(raw, dict):
+            raise ValueError(f"prompt map {path}: expected a mapping of task_types, retrieval_default, retrieval, "
+                             f"symmetric_retrieval; got {type(raw).__name__}")
         unknown = set(raw) - {"task_types", "retrieval_default", "retrieval", "symmetric_retrieval"}
         if unknown:
             raise ValueError(f"prompt map {path}: unknown keys {sorted(unknown)}")
