@@ -172,24 +172,19 @@ def markdown(cells: dict, by: list[str], base: str) -> str:
     return "\n".join(lines + _mixed(cells, columns, by)) + "\n"
 
 
-def headlines(cells: dict, base: str) -> list[tuple]:
-    """(dataset, metric) per dataset: its first metric, the evaluator's headline."""
-    _, rows, _ = summarize(cells, base)
+def headlines(rows: list[tuple]) -> list[tuple]:
+    """(dataset, metric) per dataset of summarize's rows: its first metric, the evaluator's headline."""
     first: dict[str, tuple] = {}
     for dataset, metric in rows:
         first.setdefault(dataset, (dataset, metric))
     return list(first.values())
 
 
-def deltas(cells: dict, base: str) -> dict[tuple, dict[tuple, dict]]:
-    """What the plot draws against zero: {(dataset, metric): {column: {"mean", "std", "values"}}} where mean is
-    the column's mean minus the base's, std the column's spread over its seeds (None for one run) and values
-    each run minus the base's mean; {} when no cell is the base."""
-    columns, _, stats = summarize(cells, base)
+def _against_base(columns: list[tuple], rows: list[tuple], stats: dict, base: str) -> dict[tuple, dict[tuple, dict]]:
     if not columns or "/".join(columns[0]) != base:
         return {}
     out: dict[tuple, dict[tuple, dict]] = {}
-    for row in headlines(cells, base):
+    for row in headlines(rows):
         ref = stats.get((row, columns[0]))
         for col in columns[1:]:
             s = stats.get((row, col))
@@ -197,6 +192,13 @@ def deltas(cells: dict, base: str) -> dict[tuple, dict[tuple, dict]]:
                 out.setdefault(row, {})[col] = {"mean": s["mean"] - ref["mean"], "std": s["std"],
                                                 "values": [v - ref["mean"] for v in s["values"]]}
     return out
+
+
+def deltas(cells: dict, base: str) -> dict[tuple, dict[tuple, dict]]:
+    """What the plot draws against zero: {(dataset, metric): {column: {"mean", "std", "values"}}} where mean is
+    the column's mean minus the base's, std the column's spread over its seeds (None for one run) and values
+    each run minus the base's mean; {} when no cell is the base."""
+    return _against_base(*summarize(cells, base), base)
 
 
 def plot(cells: dict, base: str, path: Path) -> Path:
@@ -208,9 +210,9 @@ def plot(cells: dict, base: str, path: Path) -> Path:
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    columns, _, stats = summarize(cells, base)
-    heads = headlines(cells, base)
-    diff = deltas(cells, base)
+    columns, rows, stats = summarize(cells, base)
+    heads = headlines(rows)
+    diff = _against_base(columns, rows, stats, base)
     if diff:
         columns = columns[1:]
         stats = {(row, col): s for row, per_col in diff.items() for col, s in per_col.items()}

@@ -8,7 +8,7 @@ such as all-MiniLM-L6-v2 were produced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -16,8 +16,6 @@ import yaml
 from gecko_lightning.text_format import PROMPT_STYLES, RETRIEVAL_TASK, TASK_TYPES, join_title  # noqa: F401  (re-exported)
 
 DEFAULT_PROMPT_MAP = Path(__file__).resolve().parents[2] / "configs" / "eval" / "gecko_prompts.yaml"
-# Used only when the package is installed without the repo's configs/ folder.
-_FALLBACK = {"task_types": dict(TASK_TYPES), "retrieval_default": RETRIEVAL_TASK, "retrieval": {}, "symmetric_retrieval": []}
 plain_document = join_title  # how MTEB joins a BEIR document for prompt-free models
 
 
@@ -35,14 +33,14 @@ class PromptMap:
         path = Path(path) if path else DEFAULT_PROMPT_MAP
         if path.is_file():
             raw = yaml.safe_load(path.read_text()) or {}
-        elif path == DEFAULT_PROMPT_MAP:
-            raw = _FALLBACK
+        elif path == DEFAULT_PROMPT_MAP:  # installed without the repo's configs/ folder: the field defaults
+            raw = {}
         else:
             raise FileNotFoundError(f"prompt map {path} not found; copy configs/eval/gecko_prompts.yaml and edit it")
+        keys = [f.name for f in fields(cls)]
         if not isinstance(raw, dict):
-            raise ValueError(f"prompt map {path}: expected a mapping of task_types, retrieval_default, retrieval, "
-                             f"symmetric_retrieval; got {type(raw).__name__}")
-        unknown = set(raw) - {"task_types", "retrieval_default", "retrieval", "symmetric_retrieval"}
+            raise ValueError(f"prompt map {path}: expected a mapping of {', '.join(keys)}; got {type(raw).__name__}")
+        unknown = set(raw) - set(keys)
         if unknown:
             raise ValueError(f"prompt map {path}: unknown keys {sorted(unknown)}")
         return cls(**raw)
