@@ -131,3 +131,26 @@ def test_a_hub_name_reads_the_declaration_from_its_snapshot(tmp_path, tiny_bert,
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda name, **kw: str(folder) if name == "org/cls-model" else 1 / 0)
     assert declared_pooling(declaring_folder("org/cls-model")) == {"pooling": "cls", "normalize": True}
     assert declaring_folder("org/unknown") is None
+
+
+def test_token_capped_batches_keep_the_vectors_and_the_cap(tiny_bert):
+    """encode's `max_tokens` splits long texts into smaller batches: each batch stays under the cap (but a
+    single text longer than it), and every vector equals the one each text gets alone, unbatched."""
+    torch.manual_seed(0)
+    enc = GeckoEncoder.from_pretrained(tiny_bert, random_init=True, max_length=64).eval()
+    texts = [("word " * n).strip() for n in (3, 40, 7, 90, 1, 25, 60, 12, 5, 33)]
+    seen = []
+    forward = enc.forward
+    enc.forward = lambda ids, mask, **kw: (seen.append(tuple(ids.shape)), forward(ids, mask, **kw))[1]
+    capped = enc.encode(texts, batch_size=8, max_tokens=100)
+    enc.forward = forward
+    assert sum(rows for rows, _ in seen) == len(texts) and len(seen) > 2
+    assert all(rows * width <= 100 or rows == 1 for rows, width in seen), seen
+    alone = torch.cat([enc.encode([t], max_tokens=None) for t in texts])
+    torch.testing.assert_close(capped, alone, atol=1e-5, rtol=0)
+    # "auto" on CPU is CPU_BATCH_TOKENS; None keeps batch_size rows whatever their length
+    seen.clear()
+    enc.forward = lambda ids, mask, **kw: (seen.append(tuple(ids.shape)), forward(ids, mask, **kw))[1]
+    enc.encode(texts, batch_size=8, max_tokens=None)
+    enc.forward = forward
+    assert [rows for rows, _ in seen] == [8, 2]
