@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from gecko_lightning.encoder import CPU_BATCH_TOKENS
 from gecko_lightning.errors import debug
 from gecko_lightning.evaluation.loaders import EvalDataError, find_splits, load_beir, load_sts, read_labelled
 from gecko_lightning.evaluation.models import ModelLoadError, load_encoder
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-map", default=None, help="YAML of task strings (default configs/eval/gecko_prompts.yaml)")
     p.add_argument("--dims", nargs="+", type=int, default=None, help="Matryoshka dims to score (truncate + renormalise); default full width")
     p.add_argument("--ignore-identical-ids", action="store_true", help="drop retrieved docs whose id equals the query id (ArguAna/Quora)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help=f"texts per batch; on CPU a batch also holds at most {CPU_BATCH_TOKENS:,} padded tokens "
+                        "(docs/benchmarks.md, \"Batches by tokens\")")
     p.add_argument("--max-length", type=int, default=None, help="token limit; default the model's own (sentence_bert_config.json)")
     p.add_argument("--output", default=None, help="write {dataset: {metric: score}} (0-100) and a _meta entry to this JSON file")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
