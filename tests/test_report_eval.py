@@ -224,3 +224,12 @@ def test_plot_draws_each_variant_against_zero(runs):
             assert bar["std"] == pytest.approx(statistics.stdev(xs), abs=1e-12)
             assert bar["values"] == pytest.approx([x - ref for x in xs], abs=1e-9)
     assert deltas(cells, "nobody") == {}  # no base cell: the plot shows the scores themselves
+
+
+def test_the_demo_refuses_an_unknown_ft_prompts_before_building(tmp_path):
+    """FT_PROMPTS picks how the tuned model is scored (none, gecko, both): a typo fails in one line, exit 2,
+    before the 8-minute build (nothing is written under OUT)."""
+    env = {**os.environ, "FT_PROMPTS": "geko", "OUT": str(tmp_path / "out")}
+    got = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert got.returncode == 2 and got.stderr == "FT_PROMPTS=geko: expected none, gecko or both\n"
+    assert not (tmp_path / "out").exists()
