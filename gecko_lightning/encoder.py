@@ -292,7 +292,7 @@ class GeckoEncoder(nn.Module):
         A batch holds at most `batch_size` texts and, with `max_tokens`, at most that many padded tokens
         (its longest text's token count times its rows), texts sorted by token count: long texts go in
         smaller batches. "auto": `CPU_BATCH_TOKENS` on CPU, where that embeds the demo's evaluation sets
-        1.2-1.5x faster than 64 rows sorted by characters (docs/benchmarks.md, "Batches by tokens"); no cap
+        1.1-1.6x faster than 64 rows sorted by characters (docs/benchmarks.md, "Batches by tokens"); no cap
         on an accelerator. The vectors do not depend on the batching beyond float rounding (~2e-7).
         """
         device = torch.device(device) if device is not None else next(self.parameters()).device
