@@ -22,6 +22,7 @@ import torch
 
 from gecko_lightning.evaluation.models import load_encoder
 from gecko_lightning.evaluation.runner import token_limit
+from gecko_lightning.text_format import join_title
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SETS = [f"scifact-demo={REPO}/configs/assets/demo/scifact/corpus.jsonl", f"wikiqa={REPO}/configs/assets/wikiqa/corpus.jsonl"]
@@ -32,7 +33,7 @@ def read_texts(spec: str) -> tuple[str, list[str]]:
     name, _, path = spec.partition("=")
     path, _, limit = path.partition(":")
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    texts = [f"{r.get('title', '')} {r['text']}".strip() for r in rows]
+    texts = [join_title(r.get("title"), r["text"]) for r in rows]
     return name, texts[: int(limit)] if limit else texts
 
 

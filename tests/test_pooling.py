@@ -148,7 +148,7 @@ def test_token_capped_batches_keep_the_vectors_and_the_cap(tiny_bert):
     assert all(rows * width <= 100 or rows == 1 for rows, width in seen), seen
     alone = torch.cat([enc.encode([t], max_tokens=None) for t in texts])
     torch.testing.assert_close(capped, alone, atol=1e-5, rtol=0)
-    # "auto" on CPU is CPU_BATCH_TOKENS; None keeps batch_size rows whatever their length
+    # without a cap, batch_size rows whatever their length
     seen.clear()
     enc.forward = lambda ids, mask, **kw: (seen.append(tuple(ids.shape)), forward(ids, mask, **kw))[1]
     enc.encode(texts, batch_size=8, max_tokens=None)
