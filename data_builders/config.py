@@ -273,6 +273,12 @@ class SelectConfig:
     """Never take as the negative a candidate whose QL score (mean token log-likelihood of the query) is within
     this many nats of the positive's: the LLM finds the query nearly as likely from it, a probable false
     negative. Applies to every `negative` rule; the manifest counts the negatives it changed. null: off."""
+    positive_margin: float | None = None
+    """Keep a training record only when its positive's QL score leads every other candidate's by at least
+    this many nats: where the LLM finds the query nearly as likely from another candidate, its choice is a
+    coin toss and a wrong positive teaches the embedder the wrong order (a confidence filter, as
+    Promptagator and Gecko drop the queries they cannot trust). Held-out queries are chosen before it, so
+    the test split does not change; the manifest counts the records it dropped. null: keep every record."""
 
 
 @dataclass

@@ -169,7 +169,7 @@ def test_from_reselects_like_a_direct_build_with_0_llm_calls(built, tmp_path, mo
     assert manifest["from"] == str(built)
     for stage in ("generate", "retrieve", "rerank"):
         assert manifest["stages"][stage] == source["stages"][stage]
-    assert manifest["llm_calls"] == source["llm_calls"] and manifest["config"]["select"] == {"positive": "seed", "negative": "none", "negative_margin": 0.95, "teacher_margin": None}
+    assert manifest["llm_calls"] == source["llm_calls"] and manifest["config"]["select"] == {"positive": "seed", "negative": "none", "negative_margin": 0.95, "teacher_margin": None, "positive_margin": None}
     assert manifest["config"]["llm"] == source["config"]["llm"]
     assert not (out / "stages" / "generate.jsonl").exists()  # only what select and export read
 
@@ -182,7 +182,7 @@ def test_from_takes_export_changes_and_later_config_files(built, tmp_path, monke
     assert cli.main(["fret", "--from", str(built), "--config", str(extra), "--export.format=jsonl.gz",
                      "--output_dir", str(out)]) == 0
     assert [p.name for p in out.glob("shard-*")] == ["shard-00000.jsonl.gz"]
-    assert read_manifest(out)["config"]["select"] == {"positive": "llm_top1", "negative": "random", "negative_margin": 0.95, "teacher_margin": None}
+    assert read_manifest(out)["config"]["select"] == {"positive": "llm_top1", "negative": "random", "negative_margin": 0.95, "teacher_margin": None, "positive_margin": None}
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -11,7 +11,7 @@ from data_builders import cli
 from data_builders.fret import context
 from data_builders.fret import runner
 from data_builders.config import load_config
-from data_builders.fret.stages import choose
+from data_builders.fret.stages import choose, ql_lead
 from gecko_lightning.data.schema import read_manifest, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,6 +184,39 @@ def test_teacher_margin_is_counted_and_checked(built, tmp_path, capsys):
     assert read_manifest(out)["stages"]["select"]["teacher_margin_changed_negative"] == changed  # fraction 0: all rows train
     assert cli.main(["fret", "--from", str(built), "--output_dir", str(tmp_path / "bad"), "--select.teacher_margin=-1"]) == 2
     assert "select.teacher_margin=-1.0 must be >= 0 nats" in capsys.readouterr().err
+
+
+def test_ql_lead_by_hand():
+    row = {"candidates": [{"id": "a", "ql": -1.00}, {"id": "b", "ql": -1.30}, {"id": "c", "ql": -1.10}]}
+    assert ql_lead(row, "a") == pytest.approx(0.10)  # -1.00 against the best other, c's -1.10
+    assert ql_lead(row, "b") == pytest.approx(-0.30)  # another candidate leads it
+    assert ql_lead({"candidates": [{"id": "a", "ql": -1.0}]}, "a") == float("inf")  # nothing to lead
+
+
+def test_positive_margin_keeps_the_records_the_teacher_is_sure_of(built, tmp_path, capsys):
+    everything, sure = tmp_path / "all", tmp_path / "sure"
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(everything)]) == 0
+    records = read_records(everything)[0]
+
+    def lead(r):  # a naive re-implementation: the positive's QL less the best other candidate's
+        ql = {c["id"]: c["ql"] for c in r.meta["candidates"]}
+        return min(ql[r.meta["positive_id"]] - v for c, v in ql.items() if c != r.meta["positive_id"])
+
+    cut = sorted(lead(r) for r in records)[len(records) // 2]  # the median: some records on each side
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(sure), f"--select.positive_margin={cut!r}"]) == 0
+    want = [r.to_dict() for r in records if lead(r) >= cut]
+    got = [r.to_dict() for r in read_records(sure)[0]]
+    assert got == want and 0 < len(got) < len(records)
+    assert read_manifest(sure)["stages"]["select"]["positive_margin_dropped"] == len(records) - len(got)
+    # the held-out queries are chosen before the filter: the test split is the unfiltered build's
+    split_all, split_sure = tmp_path / "split-all", tmp_path / "split-sure"
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(split_all), "--test_split.fraction=0.3"]) == 0
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(split_sure), "--test_split.fraction=0.3",
+                     f"--select.positive_margin={cut!r}"]) == 0
+    held = (split_all / "stages" / "test.jsonl").read_text()
+    assert held and held == (split_sure / "stages" / "test.jsonl").read_text()
+    assert cli.main(["fret", "--from", str(built), "--output_dir", str(tmp_path / "bad"), "--select.positive_margin=-0.1"]) == 2
+    assert "select.positive_margin=-0.1 must be >= 0 nats" in capsys.readouterr().err
 
 
 def test_retrieve_keeps_the_embedders_score_of_each_candidate(built):

@@ -224,6 +224,16 @@ def choose(row: dict[str, Any], positive: str, negative: str, seed: int, margin:
     return pos, random.Random(f"{seed}:neg:{row['seed_id']}").choice(others)
 
 
+def ql_lead(row: dict[str, Any], pos: str) -> float:
+    """How many nats the positive's QL score leads the best other candidate's (negative where another leads;
+    infinite for a list of one, or a seed positive that QL did not score)."""
+    ql = {c["id"]: c.get("ql") for c in row["candidates"]}
+    others = [v for c, v in ql.items() if c != pos and v is not None]
+    if ql.get(pos) is None or not others:
+        return float("inf")
+    return ql[pos] - max(others)
+
+
 def select(ctx: Context) -> dict[str, Any]:
     """Positive/negative per re-ranked query; held-out seeds go to `stages/test.jsonl` (split.py), not training."""
     cfg = ctx.cfg
@@ -233,6 +243,9 @@ def select(ctx: Context) -> dict[str, Any]:
                         f"embedder score a negative must stay below (0.95 is NV-Retriever's)")
     if teacher is not None and (isinstance(teacher, bool) or teacher < 0):
         raise UserError(f"select.teacher_margin={teacher!r} must be >= 0 nats of QL score, or null to turn it off")
+    lead = cfg.select.positive_margin
+    if lead is not None and (isinstance(lead, bool) or lead < 0):
+        raise UserError(f"select.positive_margin={lead!r} must be >= 0 nats of QL score, or null to keep every record")
     rows = read_jsonl(ctx.stage_file("rerank"))
     everything, avoided = [], 0
     for row in tqdm(rows, desc="select", unit="query"):
@@ -242,6 +255,11 @@ def select(ctx: Context) -> dict[str, Any]:
         given = {"query_id": row["query_id"]} if row.get("query_id") is not None else {}
         everything.append({"seed_id": row["seed_id"], **given, "positive_id": pos, "negative_id": neg})
     out, test, held_out = split.split(rows, everything, cfg.test_split)
+    unsure = 0
+    if lead is not None:  # after the split, so that the held-out queries stay those of the unfiltered build
+        leads = {id(sel): ql_lead(row, sel["positive_id"]) for row, sel in zip(rows, everything)}
+        sure = [o for o in out if leads[id(o)] >= lead]
+        out, unsure = sure, len(out) - len(sure)
     write_jsonl(ctx.stage_file("select"), out)
     write_jsonl(ctx.stage_file("test"), test)
     kept = {split.row_key(o) for o in out}
@@ -254,4 +272,5 @@ def select(ctx: Context) -> dict[str, Any]:
             "positive_ne_seed": changed, "llm_top1_ne_seed": top1,
             "positive_ne_seed_rate": changed / max(1, len(generated)), "llm_top1_ne_seed_rate": top1 / max(1, len(rows)),
             "given_records": len(out) - len(generated), "teacher_margin_changed_negative": avoided,
+            "positive_margin_dropped": unsure,
             "with_negative": sum(o["negative_id"] is not None for o in out), "test_split": held_out}
