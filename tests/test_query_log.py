@@ -216,3 +216,37 @@ def test_oracle_positives_relabel_from_qrels_by_hand(log_build, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert {k: manifest["oracle"][k] for k in ("kept", "list", "corpus", "dropped")} == {"kept": 1, "list": 1, "corpus": 1, "dropped": 1}
     assert manifest["records"] == 3
+
+
+def test_positive_precision_by_hand(log_build, tmp_path, capsys):
+    """scripts/positive_precision.py against hand-written qrels: one record's positive is relevant, one
+    record's list holds a relevant passage that is not its positive, one holds none, one has no qrels."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("positive_precision", ROOT / "scripts" / "positive_precision.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    records = [json.loads(line) for line in (log_build / "shard-00000.jsonl").read_text().splitlines()]
+    right, wrong, none, unlabelled = records
+    other = next(c["id"] for c in wrong["meta"]["candidates"] if c["id"] != wrong["meta"]["positive_id"])
+    listed = {c["id"] for r in records for c in r["meta"]["candidates"]}
+    corpus = [json.loads(x)["id"] for x in (log_build / "stages" / "corpus.jsonl").read_text().splitlines()]
+    outside = next(d for d in corpus if d not in listed)
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{r['meta']['query_id']}\t{d}\t1\n" for r, d in
+        ((right, right["meta"]["positive_id"]), (wrong, other), (none, outside))))
+
+    def lead(r):  # the positive's QL less the best other candidate's, by hand
+        ql = {c["id"]: c["ql"] for c in r["meta"]["candidates"]}
+        return min(ql[r["meta"]["positive_id"]] - v for d, v in ql.items() if d != r["meta"]["positive_id"])
+
+    cut = sorted(lead(r) for r in (right, wrong, none))[1]  # keeps two of the three labelled records
+    assert script.main([str(log_build), str(beir), "train", "0", repr(cut)]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    kept = [r for r in (right, wrong, none) if lead(r) >= cut]
+    want = [("0", 3, 1 / 3, 2 / 3),
+            (f"{cut:g}", len(kept), sum(r is right for r in kept) / len(kept), sum(r is not none for r in kept) / len(kept))]
+    for got, (m, n, prec, anyrel) in zip(rows, want, strict=True):
+        assert [x.strip() for x in got] == [m, str(n), f"{100 * prec:.1f} %", f"{100 * anyrel:.1f} %"]
