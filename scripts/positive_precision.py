@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
         qid = r.meta.get("query_id")
         if qid is None or str(qid) not in qrels:
             continue  # a generated query, or a given one without qrels: nothing to check it against
-        rel = {d for d, g in qrels.get(str(qid), {}).items() if g > 0}
+        rel = {d for d, g in qrels[str(qid)].items() if g > 0}
         rows.append((ql_lead({"candidates": r.meta["candidates"]}, r.meta["positive_id"]),
                      r.meta["positive_id"] in rel, any(c["id"] in rel for c in r.meta["candidates"])))
     if not rows:
