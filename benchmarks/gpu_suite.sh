@@ -61,10 +61,10 @@ step() {
         echo "== $name (at most ${limit}s): $*"
         timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
         rc=$?
-        ((rc == 0)) && { tail -n 4 "$OUT/$name.log"; echo "   done in $((SECONDS - start))s"; return; }
+        ((rc == 0)) && { tail -n 4 "$OUT/$name.log"; echo "   $name done in $((SECONDS - start))s"; return; }
         if ((rc == 124)); then echo "timed out after ${limit}s"; else grep -v '^[[:space:]]*$' "$OUT/$name.log" | tail -n 1; fi > "$OUT/$name.skip"
     fi
-    echo "   skipped: $(cat "$OUT/$name.skip")"
+    echo "   $name skipped: $(cat "$OUT/$name.skip")"
 }
 
 # deepspeed_missing: empty when DeepSpeed can run here, else why not (installing it offline if needed).
@@ -85,13 +85,25 @@ deepspeed_missing() {
 print(throughput.versions(torch.device("cuda" if torch.cuda.is_available() else "cpu")) + ".")'
 } > "$OUT/setup.txt" 2>&1
 
+# row NAME LIMIT_S CMD...: a step; in a dry run two at a time (one CPU thread each, figures unchecked),
+# on a GPU one after another, so no row's timing shares the device.
+row() {
+    if ((DRY)); then
+        while (($(jobs -rp | wc -l) >= 2)); do wait -n; done
+        step "$@" &
+    else
+        step "$@"
+    fi
+}
+
 step prepare 120 "$PY" benchmarks/gpu_suite.py prepare "$OUT" "${TINY[@]}"
-step eager 120 "$PY" benchmarks/throughput.py "${BENCH[@]}" --modes ours,peer --json "$OUT/eager.json"
-step compile 180 "$PY" benchmarks/throughput.py "${BENCH[@]}" --modes ours,peer --compile --json "$OUT/compile.json"
-step grouped 120 "$PY" benchmarks/gpu_suite.py grouped "$OUT" "${BENCH[@]}" --json "$OUT/grouped.json"
-step builder 150 "$PY" benchmarks/builder.py "${BUILDER[@]}" --out "$OUT/builder"
-step gradcache 150 "$PY" benchmarks/throughput.py "${CACHE[@]}" --modes ours,ours-cached --json "$OUT/gradcache.json"
-step fit_plain 90 "$PY" benchmarks/gpu_suite.py fit "$OUT" plain "${FIT[@]}"
+row eager 120 "$PY" benchmarks/throughput.py "${BENCH[@]}" --modes ours,peer --json "$OUT/eager.json"
+row compile 180 "$PY" benchmarks/throughput.py "${BENCH[@]}" --modes ours,peer --compile --json "$OUT/compile.json"
+row grouped 120 "$PY" benchmarks/gpu_suite.py grouped "$OUT" "${BENCH[@]}" --json "$OUT/grouped.json"
+row builder 150 "$PY" benchmarks/builder.py "${BUILDER[@]}" --out "$OUT/builder"
+row gradcache 150 "$PY" benchmarks/throughput.py "${CACHE[@]}" --modes ours,ours-cached --json "$OUT/gradcache.json"
+row fit_plain 90 "$PY" benchmarks/gpu_suite.py fit "$OUT" plain "${FIT[@]}"
+wait
 reason=$(deepspeed_missing)
 for zero in zero2 zero3; do
     if [[ -n "$reason" ]]; then
