@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from gecko_lightning.paths import model_loading, resolve_path
@@ -39,8 +41,7 @@ def convert(model: str, gguf_file: str, out: str | Path, dtype: str = "float32")
     src, out = resolve_path(model), Path(out)
     if not Path(src, gguf_file).is_file() and not Path(gguf_file).is_file():
         raise FileNotFoundError(f"GGUF file {gguf_file!r} not found in {src!r}")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_folder(out)
     with model_loading(src, "GGUF model"):
         tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf_file)
         loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf_file, dtype=getattr(torch, dtype))
@@ -54,9 +55,55 @@ def convert(model: str, gguf_file: str, out: str | Path, dtype: str = "float32")
     fresh.generation_config = loaded.generation_config
     fresh.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / DONE).write_text(json.dumps({"model": model, "gguf_file": gguf_file, "dtype": dtype}, indent=1) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
+    stamp = {"model": model, "gguf_file": gguf_file, "dtype": dtype}
+    (tmp / DONE).write_text(json.dumps(stamp, indent=1) + "\n")
+    return publish_folder(tmp, out, lambda: _stamp(out) == stamp)
+
+
+def _stamp(folder: Path) -> dict | None:
+    done = folder / DONE
+    return json.loads(done.read_text()) if done.is_file() else None
+
+
+def partial_folder(out: Path) -> Path:
+    """A fresh folder beside `out` to write it in, named for this host and process, so that two processes
+    writing the same `out` at once (sharded builds starting together) never share one; leftovers of
+    killed processes on this host are removed."""
+    host = socket.gethostname()
+    for old in out.parent.glob(f"{out.name}.partial-{host}-*"):
+        pid = old.name.rsplit("-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = out.with_name(f"{out.name}.partial-{host}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def publish_folder(tmp: Path, out: Path, same: Callable[[], bool] = lambda: False) -> Path:
+    """Rename `tmp` to `out`, so that `out` appears whole or not at all. Where `out` already exists, it is
+    kept and `tmp` dropped when `same()` says another process has just written the same thing; otherwise
+    `out` is replaced."""
+    for _ in range(3):
+        try:
+            tmp.rename(out)
+            return out
+        except OSError:  # `out` exists (a non-empty folder is never replaced by a rename)
+            if not out.exists():
+                continue
+            if same():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return out
+            shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
 

@@ -38,7 +38,7 @@ def random_init_folder(model: str, seed: int, dtype: str) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from .gguf import default_folder
+    from .gguf import default_folder, partial_folder, publish_folder
 
     out = default_folder(model, f"random-init-seed{seed}", dtype)
     if (out / "config.json").is_file():
@@ -47,11 +47,10 @@ def random_init_folder(model: str, seed: int, dtype: str) -> Path:
     with model_loading(resolve_path(model), "LLM"):
         config = AutoConfig.from_pretrained(resolve_path(model))
     net = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
-    tmp = out.with_name(out.name + ".partial")
+    tmp = partial_folder(out)
     net.save_pretrained(tmp)
     load_tokenizer(model).save_pretrained(tmp)
-    tmp.rename(out)
-    return out
+    return publish_folder(tmp, out, lambda: (out / "config.json").is_file())
 
 
 def _memory_fraction(cfg: LLMConfig) -> float:
