@@ -27,9 +27,15 @@ $(VENV)/.installed: pyproject.toml
 
 # The venv's bin goes first on PATH, so tests that start `gecko` as a command find this one.
 # lint-imports (import-linter) first: the layers declared in pyproject.toml, and no import cycles.
+# pytest-xdist runs the files on one worker per core (at most 4; TEST_WORKERS=N to choose), each
+# worker's torch on its share of the cores: much of the suite's time is single-threaded (process
+# starts, imports, tiny models), so on 2 cores it runs in 0.80 of the time (docs/benchmarks.md).
+# TEST_WORKERS=0 runs it in this one process.
+TEST_WORKERS ?= $(shell python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))' 2> /dev/null || echo 1)
+TEST_THREADS = $(shell python3 -c 'import os; print(max(1, len(os.sched_getaffinity(0)) // max(1, $(TEST_WORKERS))))' 2> /dev/null || echo 1)
 test: install
 	$(VENV)/bin/lint-imports --no-cache --no-logo
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q --durations=25 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} $(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # The backend-parity and server tests (tests/test_vllm_backends.py) and the served-embedding parity
 # (tests/test_serve_vllm.py) against a real vLLM server.

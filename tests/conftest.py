@@ -50,3 +50,18 @@ def no_dropout_bert(tiny_bert, tmp_path) -> Path:
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (folder / "config.json").write_text(json.dumps(cfg))
     return folder
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The longest files first: those with a `published` test (a real model over a real set, minutes),
+    then those with `slow` tests. `make test` runs the suite on pytest-xdist workers, one file to a
+    worker at a time in this order, so the longest test runs beside the rest instead of after them.
+    The order within a file is kept; the sort is stable, so every worker collects the same order."""
+    def weight(item) -> int:
+        marks = files.get(item.path, set())
+        return 0 if "published" in marks else 1 if "slow" in marks else 2
+
+    files: dict = {}
+    for item in items:
+        files.setdefault(item.path, set()).update(m.name for m in item.iter_markers())
+    items.sort(key=weight)
