@@ -5,11 +5,14 @@
 - how often QL's top 1 is not the embedder's top 1 (the positive the hard label would move);
 - how often the fused-lowest candidate (`select.negative: lowest`) sits within m nats of QL's top 1,
   a likely false negative that `select.teacher_margin: m` would refuse;
-- the QL gap between the first two candidates and between the first and the last (how soft the teacher is).
+- the QL gap between the first two candidates and between the first and the last (how soft the teacher is);
+- the weight the teacher's softmax over the list (`model.distill: kl`) puts on QL's top 1 at teacher
+  temperatures 0.25 and 1.0, mean and median: near 1, `kl` teaches what the hard label does.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -17,6 +20,7 @@ from pathlib import Path
 from data_builders.corpus import read_jsonl
 
 MARGINS = (0.05, 0.1, 0.25)
+TEMPERATURES = (0.25, 1.0)
 
 
 def list_stats(build: Path) -> dict[str, float]:
@@ -33,6 +37,10 @@ def list_stats(build: Path) -> dict[str, float]:
     scores = [sorted((c["ql"] for c in r["candidates"]), reverse=True) for r in rows]
     out["median_ql_gap_1_2"] = statistics.median(s[0] - s[1] for s in scores)
     out["mean_ql_spread"] = statistics.mean(s[0] - s[-1] for s in scores)
+    for t in TEMPERATURES:  # softmax(ql / t) at QL's top 1: 1 / sum(exp((ql_i - ql_top) / t))
+        top = [1 / sum(math.exp((v - s[0]) / t) for v in s) for s in scores]
+        out[f"teacher_top1_weight_t{t}_mean"] = statistics.mean(top)
+        out[f"teacher_top1_weight_t{t}_median"] = statistics.median(top)
     return out
 
 

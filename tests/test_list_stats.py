@@ -25,3 +25,10 @@ def test_hand_counted(tmp_path):
     assert (got["lowest_within_0.05_nats"], got["lowest_within_0.1_nats"], got["lowest_within_0.25_nats"]) == (0.5, 0.5, 1.0)
     assert got["median_ql_gap_1_2"] == pytest.approx((0.2 + 0.04) / 2)
     assert got["mean_ql_spread"] == pytest.approx((0.5 + 2.0) / 2)
+    # the teacher's softmax at QL's top 1, by hand: row 1 QL (-1.0, -1.5, -1.2), row 2 (-0.5, -2.5, -0.54)
+    import math
+    for t in (0.25, 1.0):
+        w1 = math.exp(-1.0 / t) / sum(math.exp(q / t) for q in (-1.0, -1.5, -1.2))
+        w2 = math.exp(-0.5 / t) / sum(math.exp(q / t) for q in (-0.5, -2.5, -0.54))
+        assert got[f"teacher_top1_weight_t{t}_mean"] == pytest.approx((w1 + w2) / 2)
+        assert got[f"teacher_top1_weight_t{t}_median"] == pytest.approx((w1 + w2) / 2)
