@@ -1,0 +1,70 @@
+"""How right the judge's candidate lists are, against human labels, for a query-log build (`corpus.queries`)
+whose queries have qrels in a BEIR folder's split:
+
+    python scripts/list_labels.py outputs/querylog/scifact10/fret ../shared/data/scifact train
+
+Over every given query of the build (training and held-out: the re-rank stage's lists), the ones with
+qrels: how many lists hold a relevant passage; of those, how often the top 1 is relevant when the list
+is ordered by the embedder (retrieval rank: `select.positive: seed` for a given query), by QL
+(`ql_top1`), by the reciprocal-rank fusion of QL and RC (`rank`: `llm_top1`) and by QL and the embedder
+together (the sum of their two ranks, ties to QL; no `select.positive` rule reads it);
+and the list's nDCG in the embedder's and in QL's order (gains from the qrels' grades, the ideal from
+the relevant passages inside the list). What a wider `retrieve.top_n` gives the labels, before a fit.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from data_builders.corpus import read_jsonl
+from gecko_lightning.evaluation.loaders import read_qrels
+
+ORDERS = {  # name -> sort key over a candidate (lower first)
+    "embedder": lambda c: c["retrieval_rank"],
+    "ql": lambda c: c["r_ql"],
+    "ql+rc": lambda c: c["rank"],
+    "ql+embedder": lambda c: (c["r_ql"] + c["retrieval_rank"], c["r_ql"]),
+}
+
+
+def ndcg(grades: list[int]) -> float:
+    """nDCG of a list of grades in its given order, the ideal being the same grades sorted."""
+    dcg = lambda g: sum((2 ** x - 1) / math.log2(i + 2) for i, x in enumerate(g))  # noqa: E731
+    ideal = dcg(sorted(grades, reverse=True))
+    return dcg(grades) / ideal if ideal > 0 else 0.0
+
+
+def list_labels(build: Path, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+    rows = [r for r in read_jsonl(build / "stages" / "rerank.jsonl") if str(r.get("query_id")) in qrels]
+    if not rows:
+        raise SystemExit(f"{build}: no query of its re-rank stage has qrels here (a generated build, or another split?)")
+    out: dict[str, float] = {"queries_with_qrels": len(rows)}
+    held = []
+    for r in rows:
+        grade = qrels[str(r["query_id"])]
+        if any(grade.get(c["id"], 0) > 0 for c in r["candidates"]):
+            held.append((r["candidates"], grade))
+    out["lists_holding_a_relevant"] = len(held)
+    for name, key in ORDERS.items():
+        tops = [min(cands, key=key) for cands, _ in held]
+        out[f"top1_relevant_{name}"] = sum(g.get(t["id"], 0) > 0 for t, (_, g) in zip(tops, held))
+    for name in ("embedder", "ql"):
+        out[f"list_ndcg_{name}"] = 100 * sum(ndcg([g.get(c["id"], 0) for c in sorted(cands, key=ORDERS[name])])
+                                             for cands, g in held) / max(len(held), 1)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print(__doc__.strip().splitlines()[3].strip(), file=sys.stderr)
+        return 2
+    build, beir, split = Path(argv[0]), Path(argv[1]), argv[2]
+    got = list_labels(build, read_qrels(beir / "qrels" / f"{split}.tsv"))
+    print(build, {k: round(v, 2) for k, v in got.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
