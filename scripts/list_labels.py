@@ -1,7 +1,7 @@
 """How right the judge's candidate lists are, against human labels, for a query-log build (`corpus.queries`)
 whose queries have qrels in a BEIR folder's split:
 
-    python scripts/list_labels.py outputs/querylog/scifact10/fret ../shared/data/scifact train
+    python scripts/list_labels.py outputs/querylog/scifact20/fret ../shared/data/scifact train [5 10 20]
 
 Over every given query of the build (training and held-out: the re-rank stage's lists), the ones with
 qrels: how many lists hold a relevant passage; of those, how often the top 1 is relevant when the list
@@ -10,6 +10,9 @@ is ordered by the embedder (retrieval rank: `select.positive: seed` for a given 
 together (the sum of their two ranks, ties to QL; no `select.positive` rule reads it);
 and the list's nDCG in the embedder's and in QL's order (gains from the qrels' grades, the ideal from
 the relevant passages inside the list). What a wider `retrieve.top_n` gives the labels, before a fit.
+Each number K after the split cuts every list to the embedder's top K first and ranks the cut list again
+(QL, RC and their fusion, as the re-rank stage does): a top-20 build answers for 5, 10 and 20 on the
+same queries and the same LLM scores.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 from pathlib import Path
 
 from data_builders.corpus import read_jsonl
+from data_builders.fret.rerank import _fuse
 from gecko_lightning.evaluation.loaders import read_qrels
 
 ORDERS = {  # name -> sort key over a candidate (lower first)
@@ -36,16 +40,22 @@ def ndcg(grades: list[int]) -> float:
     return dcg(grades) / ideal if ideal > 0 else 0.0
 
 
-def list_labels(build: Path, qrels: dict[str, dict[str, int]]) -> dict[str, float]:
+def cut(cands: list[dict], top: int) -> list[dict]:
+    """The list the re-rank stage would have made from the embedder's top `top`: same scores, ranks again."""
+    kept = sorted((c for c in cands if c["retrieval_rank"] <= top), key=lambda c: c["retrieval_rank"])
+    return _fuse([c["id"] for c in kept], [c["ql"] for c in kept], [c["rc"] for c in kept])
+
+
+def list_labels(build: Path, qrels: dict[str, dict[str, int]], top: int | None = None) -> dict[str, float]:
     rows = [r for r in read_jsonl(build / "stages" / "rerank.jsonl") if str(r.get("query_id")) in qrels]
     if not rows:
         raise SystemExit(f"{build}: no query of its re-rank stage has qrels here (a generated build, or another split?)")
     out: dict[str, float] = {"queries_with_qrels": len(rows)}
     held = []
     for r in rows:
-        grade = qrels[str(r["query_id"])]
-        if any(grade.get(c["id"], 0) > 0 for c in r["candidates"]):
-            held.append((r["candidates"], grade))
+        grade, cands = qrels[str(r["query_id"])], r["candidates"] if top is None else cut(r["candidates"], top)
+        if any(grade.get(c["id"], 0) > 0 for c in cands):
+            held.append((cands, grade))
     out["lists_holding_a_relevant"] = len(held)
     for name, key in ORDERS.items():
         tops = [min(cands, key=key) for cands, _ in held]
@@ -57,12 +67,14 @@ def list_labels(build: Path, qrels: dict[str, dict[str, int]]) -> dict[str, floa
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3:
-        print(__doc__.strip().splitlines()[3].strip(), file=sys.stderr)
+    if len(argv) < 3 or not all(a.isdigit() and int(a) > 0 for a in argv[3:]):
+        print("usage: " + __doc__.strip().splitlines()[3].strip(), file=sys.stderr)
         return 2
     build, beir, split = Path(argv[0]), Path(argv[1]), argv[2]
-    got = list_labels(build, read_qrels(beir / "qrels" / f"{split}.tsv"))
-    print(build, {k: round(v, 2) for k, v in got.items()})
+    qrels = read_qrels(beir / "qrels" / f"{split}.tsv")
+    for top in [int(a) for a in argv[3:]] or [None]:
+        got = list_labels(build, qrels, top)
+        print(build, f"top {top}" if top else "as built", {k: round(v, 2) for k, v in got.items()})
     return 0
 
 

@@ -56,3 +56,23 @@ def test_a_build_without_labelled_queries_is_one_line(tmp_path):
     mod = _load()
     with pytest.raises(SystemExit, match="no query of its re-rank stage has qrels"):
         mod.list_labels(_build(tmp_path, [{"query_id": None, "candidates": [cand("a", 1, 1, 1)]}]), {"q1": {"a": 1}})
+
+
+def test_cut_ranks_the_shorter_list_again():
+    mod = _load()
+    from data_builders.fret.rerank import _fuse
+
+    # retrieval order a, b, c; QL prefers c, then b, then a; RC prefers a, then c, then b
+    full = _fuse(["a", "b", "c"], [-3.0, -2.0, -1.0], [-0.1, -0.9, -0.5])
+    assert mod.cut(full, 3) == full  # the whole list: the re-rank stage's own ranks
+    two = {c["id"]: c for c in mod.cut(full, 2)}  # c is gone; in a, b: QL ranks b 1st, RC ranks a 1st
+    assert set(two) == {"a", "b"}
+    assert (two["b"]["r_ql"], two["a"]["r_ql"], two["a"]["r_rc"], two["b"]["r_rc"]) == (1, 2, 1, 2)
+    assert [c["rank"] for c in mod.cut(full, 2)] == [1, 2] and mod.cut(full, 2)[0]["id"] == "a"  # 1.5 each: retrieval order
+    assert full[0]["id"] == "c"  # in the whole list c leads (1/1 + 1/2)
+
+
+def test_usage_on_bad_arguments(capsys):
+    mod = _load()
+    assert mod.main(["build"]) == 2 and mod.main(["build", "beir", "train", "ten"]) == 2
+    assert "usage:" in capsys.readouterr().err
