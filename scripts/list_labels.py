@@ -71,9 +71,17 @@ def main(argv: list[str]) -> int:
         print("usage: " + __doc__.strip().splitlines()[3].strip(), file=sys.stderr)
         return 2
     build, beir, split = Path(argv[0]), Path(argv[1]), argv[2]
+    for path in (build / "stages" / "rerank.jsonl", beir / "qrels" / f"{split}.tsv"):
+        if not path.is_file():
+            print(f"{path} does not exist: give a build folder, a BEIR folder and one of its qrels splits", file=sys.stderr)
+            return 2
     qrels = read_qrels(beir / "qrels" / f"{split}.tsv")
     for top in [int(a) for a in argv[3:]] or [None]:
-        got = list_labels(build, qrels, top)
+        try:
+            got = list_labels(build, qrels, top)
+        except SystemExit as e:
+            print(e, file=sys.stderr)
+            return 2
         print(build, f"top {top}" if top else "as built", {k: round(v, 2) for k, v in got.items()})
     return 0
 

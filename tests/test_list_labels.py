@@ -18,7 +18,7 @@ def _load():
 
 
 def _build(tmp_path: Path, rows: list[dict]) -> Path:
-    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages").mkdir(parents=True)
     (tmp_path / "stages" / "rerank.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return tmp_path
 
@@ -76,3 +76,14 @@ def test_usage_on_bad_arguments(capsys):
     mod = _load()
     assert mod.main(["build"]) == 2 and mod.main(["build", "beir", "train", "ten"]) == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_missing_files_and_unlabelled_builds_are_one_line_exit_2(tmp_path, capsys):
+    mod = _load()
+    build = _build(tmp_path / "b", [{"query_id": "q9", "candidates": [cand("a", 1, 1, 1)]}])
+    assert mod.main([str(build), str(tmp_path / "beir"), "train"]) == 2
+    assert "qrels/train.tsv does not exist" in capsys.readouterr().err
+    (tmp_path / "beir" / "qrels").mkdir(parents=True)
+    (tmp_path / "beir" / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\ta\t1\n")
+    assert mod.main([str(build), str(tmp_path / "beir"), "train"]) == 2
+    assert "no query of its re-rank stage has qrels" in capsys.readouterr().err
