@@ -35,12 +35,14 @@ $(VENV)/.installed: pyproject.toml
 # pytest-xdist runs the files on one worker per core (at most 4; TEST_WORKERS=N to choose), each
 # worker's torch on its share of the cores: much of the suite's time is single-threaded (process
 # starts, imports, tiny models), so on 2 cores it runs in 0.80 of the time (docs/benchmarks.md).
-# TEST_WORKERS=0 runs it in this one process.
+# --no-loadscope-reorder keeps the order tests/conftest.py gives the files (the published check first):
+# xdist otherwise sends the files with the most tests first, and the one-test published check ran last,
+# alone, on one core. TEST_WORKERS=0 runs it in this one process.
 TEST_WORKERS ?= $(shell echo $$(( $(NCORES) < 4 ? $(NCORES) : 4 )))
 TEST_THREADS = $(shell echo $$(( $(TEST_WORKERS) == 0 ? $(NCORES) : $(NCORES) >= $(TEST_WORKERS) ? $(NCORES) / $(TEST_WORKERS) : 1 )))
 test: install
 	$(VENV)/bin/lint-imports --no-cache --no-logo
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} $(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$(TEST_THREADS)} $(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # The backend-parity and server tests (tests/test_vllm_backends.py) and the served-embedding parity
 # (tests/test_serve_vllm.py) against a real vLLM server.
