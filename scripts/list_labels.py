@@ -46,10 +46,17 @@ def cut(cands: list[dict], top: int) -> list[dict]:
     return _fuse([c["id"] for c in kept], [c["ql"] for c in kept], [c["rc"] for c in kept])
 
 
-def list_labels(build: Path, qrels: dict[str, dict[str, int]], top: int | None = None) -> dict[str, float]:
+def labelled_rows(build: Path, qrels: dict[str, dict[str, int]]) -> list[dict]:
+    """The re-rank stage's rows whose query has qrels; SystemExit with one line when none has."""
     rows = [r for r in read_jsonl(build / "stages" / "rerank.jsonl") if str(r.get("query_id")) in qrels]
     if not rows:
         raise SystemExit(f"{build}: no query of its re-rank stage has qrels here (a generated build, or another split?)")
+    return rows
+
+
+def list_labels(build: Path, qrels: dict[str, dict[str, int]], top: int | None = None,
+                rows: list[dict] | None = None) -> dict[str, float]:
+    rows = labelled_rows(build, qrels) if rows is None else rows
     out: dict[str, float] = {"queries_with_qrels": len(rows)}
     held = []
     for r in rows:
@@ -76,12 +83,13 @@ def main(argv: list[str]) -> int:
             print(f"{path} does not exist: give a build folder, a BEIR folder and one of its qrels splits", file=sys.stderr)
             return 2
     qrels = read_qrels(beir / "qrels" / f"{split}.tsv")
+    try:
+        rows = labelled_rows(build, qrels)  # read once for every K
+    except SystemExit as e:
+        print(e, file=sys.stderr)
+        return 2
     for top in [int(a) for a in argv[3:]] or [None]:
-        try:
-            got = list_labels(build, qrels, top)
-        except SystemExit as e:
-            print(e, file=sys.stderr)
-            return 2
+        got = list_labels(build, qrels, top, rows)
         print(build, f"top {top}" if top else "as built", {k: round(v, 2) for k, v in got.items()})
     return 0
 
