@@ -20,6 +20,12 @@ from data_builders.llm import BackendError, CallFailed, GenRequest
 from data_builders.llm.openai import OpenAILLM
 
 
+# The client's timeout in these tests, and how long a scripted "timeout" answer stalls. The timeout is
+# wide enough that a loaded CI host (pytest-xdist beside a minutes-long test) never times out an
+# ordinary answer; a 0.2 s timeout once did, and the retry test saw four failures instead of three.
+TIMEOUT_S, STALL_S = 2.0, 3.0
+
+
 def LP(token_id: int) -> float:
     return -((token_id * 7919) % 97) / 10 - 0.01
 
@@ -55,7 +61,7 @@ class FakeServer:
                         return self._send(refused[0], b'{"error": "rate limited"}', refused[1])
                     time.sleep(server.delay_s)
                     if action == "timeout":
-                        time.sleep(0.5)  # longer than the client's timeout
+                        time.sleep(STALL_S)  # longer than the client's timeout
                         action = "ok"
                     if action in ("500", "400"):
                         return self._send(int(action), b'{"error": "injected"}')
@@ -130,7 +136,7 @@ def tok(bos_tokenizer_dir):
 
 
 def _llm(server, tokdir, **kw) -> OpenAILLM:
-    base = dict(backend="openai", model="m", tokenizer=str(tokdir), base_url=server.url, timeout_s=0.2,
+    base = dict(backend="openai", model="m", tokenizer=str(tokdir), base_url=server.url, timeout_s=TIMEOUT_S,
                 max_retries=3, backoff_s=0.01, concurrency=2)
     return OpenAILLM(LLMConfig(**{**base, **kw}))
 
