@@ -17,13 +17,13 @@ same queries and the same LLM scores.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 from data_builders.corpus import read_jsonl
 from data_builders.fret.rerank import _fuse
 from gecko_lightning.evaluation.loaders import read_qrels
+from gecko_lightning.evaluation.metrics import ndcg_at_k
 
 ORDERS = {  # name -> sort key over a candidate (lower first)
     "embedder": lambda c: c["retrieval_rank"],
@@ -34,10 +34,9 @@ ORDERS = {  # name -> sort key over a candidate (lower first)
 
 
 def ndcg(grades: list[int]) -> float:
-    """nDCG of a list of grades in its given order, the ideal being the same grades sorted."""
-    dcg = lambda g: sum((2 ** x - 1) / math.log2(i + 2) for i, x in enumerate(g))  # noqa: E731
-    ideal = dcg(sorted(grades, reverse=True))
-    return dcg(grades) / ideal if ideal > 0 else 0.0
+    """nDCG of a list of grades in its given order, the ideal being the same grades sorted: `gecko eval`'s
+    nDCG (linear gains) over the whole list, with the list's own grades as the relevance."""
+    return ndcg_at_k(range(len(grades)), dict(enumerate(grades)), len(grades))
 
 
 def cut(cands: list[dict], top: int) -> list[dict]:

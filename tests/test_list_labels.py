@@ -48,7 +48,7 @@ def test_hand_counted(tmp_path):
 
 def test_graded_gains():
     mod = _load()
-    assert mod.ndcg([1, 2]) == pytest.approx((1 + 3 / math.log2(3)) / (3 + 1 / math.log2(3)))
+    assert mod.ndcg([1, 2]) == pytest.approx((1 + 2 / math.log2(3)) / (2 + 1 / math.log2(3)))  # linear, as gecko eval
     assert mod.ndcg([0, 0]) == 0.0
 
 
