@@ -45,6 +45,21 @@ def test_preset_layers_onto_a_run_config(capsys, preset):
     assert cfg["model"]["gradient_checkpointing"] is False
 
 
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (make install: the dev extra)")
+def test_printed_preset_config_is_only_yaml_with_deepspeed_logs_on_stderr():
+    """In a fresh process without a GPU, importing DeepSpeed (the preset's strategy) logs "Setting
+    accelerator to CPU" through a logger that writes to stdout: the line must reach stderr, and stdout
+    must stay the YAML a user redirects to a file. In-process tests above see it only when theirs is
+    the process's first DeepSpeed import."""
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    res = subprocess.run([sys.executable, "-m", "gecko_lightning", "fit", "--config", TINY, "--config", str(PRESETS[0]),
+                          "--print_config"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Setting accelerator to CPU" in res.stderr
+    cfg = yaml.safe_load(res.stdout)
+    assert cfg["trainer"]["strategy"]["init_args"]["stage"] == 2
+
+
 def test_command_line_overrides_the_preset(capsys):
     cfg = print_config(capsys, "--config", str(PRESETS[0]), "--trainer.num_nodes=4", "--model.grad_cache_chunk_size=64")
     assert cfg["trainer"]["num_nodes"] == 4 and cfg["model"]["grad_cache_chunk_size"] == 64
