@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from vllm_support import VLLMServer, require_vllm
+from vllm_support import ONE_PROCESS_ENV, ONE_PROCESS_SERVER, VLLMServer, require_vllm
 
 pytestmark = pytest.mark.vllm
 TINY_BERT = Path(__file__).resolve().parents[1] / "configs" / "assets" / "tiny-bert"
@@ -61,7 +61,8 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     backbone = _backbone(tmp)
     folders = {p: _export(backbone, tmp, p) for p in POOLINGS}
-    servers = {p: VLLMServer(folders[p], f"tiny-{p}", tmp, max_model_len=None, extra=["--runner", "pooling", "--enforce-eager"]) for p in POOLINGS}
+    servers = {p: VLLMServer(folders[p], f"tiny-{p}", tmp, max_model_len=None, extra=["--runner", "pooling", "--enforce-eager", *ONE_PROCESS_SERVER],
+                            env=ONE_PROCESS_ENV) for p in POOLINGS}
     try:
         with ThreadPoolExecutor(len(servers)) as pool:
             list(pool.map(lambda s: s.start(), servers.values()))

@@ -7,8 +7,8 @@ re-rank the transformers build's retrieved candidates, so every backend scores t
 per query token) and RC (log-prob of a relevance label) within 0.02 nats on every pair, >= 50 pairs,
 and the same chosen positive for >= 95% of queries.
 
-Models: a tiny random Llama whose tokenizer adds BOS (about 2 minutes), SmolLM2-135M-Instruct (no
-BOS, chat template; about 5) and Gemma 3 270M (adds `<bos>`, base model, completion-style prompt;
+Models: a tiny random Llama whose tokenizer adds BOS (about 1 minute), SmolLM2-135M-Instruct (no
+BOS, chat template; about 4) and Gemma 3 270M (adds `<bos>`, base model, completion-style prompt;
 about 8, most of it log-softmax over its 262k-token vocabulary). `make test-vllm` (and CI) runs the
 first two; `GECKO_VLLM_MODELS=all make test-vllm` adds Gemma 3 (or name them: `tiny-bos,gemma3`).
 Without vLLM these tests skip.
@@ -32,15 +32,17 @@ from data_builders.corpus import read_jsonl
 from data_builders.fret.runner import Context, run_stage
 
 from test_builder_resume import cached_calls
-from vllm_support import VLLMServer, copy_stage_files, gemma3_folder, require_vllm, smollm2_folder
+from vllm_support import (ONE_PROCESS_ENGINE, ONE_PROCESS_ENV, ONE_PROCESS_SERVER, VLLMServer, copy_stage_files,
+                          gemma3_folder, require_vllm, smollm2_folder)
 
 pytestmark = pytest.mark.vllm
 REPO = Path(__file__).resolve().parents[1]
 TOL = 0.02
 # vLLM compiles its model graph with torch.compile at every engine or server start, which takes minutes
 # on 2 CPU cores; eager mode runs the same kernels op by op and scores the same (docs/benchmarks.md).
-EAGER = {"enforce_eager": True}
-EAGER_SERVER = ["--enforce-eager"]
+# Each engine and server also runs in one process (tests/vllm_support.py, ONE_PROCESS_*).
+EAGER = {"enforce_eager": True, **ONE_PROCESS_ENGINE}
+EAGER_SERVER = ["--enforce-eager", *ONE_PROCESS_SERVER]
 
 
 def _tiny_bos(tmp: Path) -> Path:
@@ -130,13 +132,16 @@ def builds(request, tmp_path_factory):
 
     start = time.perf_counter()
     cfg = _config(name, folder, "vllm", outs["vllm"])
-    llm = VLLMLLM(cfg.llm, seed=cfg.corpus.seed)
-    _build(cfg, llm, outs["transformers"])
-    _shutdown(llm)
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in ONE_PROCESS_ENV.items():
+            env.setenv(key, value)
+        llm = VLLMLLM(cfg.llm, seed=cfg.corpus.seed)
+        _build(cfg, llm, outs["transformers"])
+        _shutdown(llm)
     seconds["vllm"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    server = VLLMServer(folder, name, tmp, extra=EAGER_SERVER).start()
+    server = VLLMServer(folder, name, tmp, extra=EAGER_SERVER, env=ONE_PROCESS_ENV).start()
     try:
         cfg = _config(name, folder, "openai", outs["openai"], **{"llm.base_url": server.url, "llm.model": name,
                                                                  "llm.tokenizer": str(folder)})
@@ -194,7 +199,7 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
     same command finishes, asking only the calls the cache lacks, and gives the uninterrupted build."""
     require_vllm()
     folder = _tiny_bos(tmp_path)
-    server = VLLMServer(folder, "tiny", tmp_path, extra=EAGER_SERVER).start()
+    server = VLLMServer(folder, "tiny", tmp_path, extra=EAGER_SERVER, env=ONE_PROCESS_ENV).start()
     flags = [f"--llm.backend=openai", f"--llm.model=tiny", f"--llm.tokenizer={folder}", "--llm.random_init=false",
              "--llm.chat_template=true", "--llm.max_retries=2", "--llm.backoff_s=0.2", "--llm.concurrency=2",
              "--llm.submit_size=24", "--corpus.num_seeds=48", "--retrieve.top_n=6"]
@@ -218,7 +223,7 @@ def test_server_killed_mid_build_then_rerun_finishes_from_the_cache(tmp_path):
         done_before = cached_calls(cache)
         total = json.loads((tmp_path / "ref" / "manifest.json").read_text())["llm_calls"]
         assert 48 < done_before < total["generate"] + total["rerank"]
-        server = VLLMServer(folder, "tiny", tmp_path, extra=EAGER_SERVER).start()
+        server = VLLMServer(folder, "tiny", tmp_path, extra=EAGER_SERVER, env=ONE_PROCESS_ENV).start()
         again = subprocess.run(cmd(tmp_path / "b", server.url), cwd=REPO, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, again.stderr[-2000:]
     finally:

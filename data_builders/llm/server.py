@@ -36,19 +36,20 @@ class VLLMServer:
     """`python -m vllm.entrypoints.openai.api_server` in its own process group, logging to a file."""
 
     def __init__(self, model_dir: str | Path, name: str, log_dir: Path, max_model_len: int | None = 2048,
-                 startup_s: float = 600.0, extra: list[str] | None = None) -> None:
-        """max_model_len None: vLLM's own choice (the model folder's limit)."""
+                 startup_s: float = 600.0, extra: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+        """max_model_len None: vLLM's own choice (the model folder's limit). extra: more command-line
+        flags; env: variables set for the server over this process's environment."""
         self.model_dir, self.name, self.port = str(model_dir), name, _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log = Path(log_dir) / f"vllm-{name}-{self.port}.log"
         self.cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
                     "--served-model-name", name, "--host", "127.0.0.1", "--port", str(self.port),
                     "--dtype", "float32", *(["--max-model-len", str(max_model_len)] if max_model_len else []), *(extra or [])]
-        self.startup_s = startup_s
+        self.startup_s, self.env = startup_s, dict(env or {})
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> VLLMServer:
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"), **self.env}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + self.startup_s
