@@ -3,7 +3,8 @@
 Two tiny exported models, one CLS-pooled and one mean-pooled (same weights, Matryoshka dims 16 and 8),
 are served side by side by vLLM's pooling runner, started as the model card says (no pooling, length
 or normalisation flags: vLLM must read them from the folder; `--enforce-eager` only skips a minute of
-compiling per server). Checked against `encode`, cosine >= 0.9999:
+compiling per server, and the one-process layout of tests/vllm_support.py only the extra processes'
+start-up). Checked against `encode`, cosine >= 0.9999:
 plain texts; a text longer than the token limit sent with `truncate_prompt_tokens` (and refused
 without it); the card's query and document strings against `prompt_name="query"` / `"document"`;
 and the request's `dimensions` against `truncate_dim`. Run with `make test-vllm`; skips without vLLM.
