@@ -23,7 +23,9 @@ needed. A checkpoint written before that falls back to the base model's config a
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -67,10 +69,14 @@ def is_deepspeed_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def _convert_deepspeed(folder: Path, out_file: Path) -> None:
-    from lightning.pytorch.utilities import deepspeed as lightning_deepspeed
-
     try:
-        lightning_deepspeed.convert_zero_checkpoint_to_fp32_state_dict(str(folder), str(out_file))
+        # The converter and the imports under it print to stdout (its progress, "Processing zero
+        # checkpoint ..."; transformers' "Running in WANDB offline mode"): stderr takes them, so a
+        # command's stdout holds only its own output.
+        with contextlib.redirect_stdout(sys.stderr):
+            from lightning.pytorch.utilities import deepspeed as lightning_deepspeed
+
+            lightning_deepspeed.convert_zero_checkpoint_to_fp32_state_dict(str(folder), str(out_file))
     except ModuleNotFoundError:
         raise UserError(
             f"{folder} is a DeepSpeed checkpoint folder; reading it needs the deepspeed package: "

@@ -16,6 +16,7 @@ import difflib
 import importlib
 import sys
 
+from gecko_lightning.console import deepspeed_logs_to_stderr
 from gecko_lightning.errors import exit_on_user_error
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     if command not in LIGHTNING_COMMANDS and command not in SUBCOMMANDS:
         print(unknown_command(command), file=sys.stderr)
         sys.exit(2)
+    deepspeed_logs_to_stderr()  # any command may import DeepSpeed (a preset, a ZeRO folder): its log lines are not output
     # A user error anywhere below is one line on stderr and exit code 2 (GECKO_DEBUG=1: the traceback).
     with exit_on_user_error(f"gecko {command}"):
         if command in LIGHTNING_COMMANDS:

@@ -5,7 +5,7 @@ Defaults added here: a `GeckoWandbLogger` (offline unless a W&B key is available
 that logs the resolved config, git commit and data manifests to the loggers. `normalize_argv`
 makes the `--key=value` arguments of a W&B sweep agent read as LightningCLI overrides.
 Lightning's "💡 Tip" lines that advertise litlogger and litmodels are dropped (`quiet_integration_tips`),
-and DeepSpeed's log lines go to stderr (`deepspeed_logs_to_stderr`), so stdout holds only what was asked for.
+and DeepSpeed's log lines go to stderr (`gecko_lightning.console`), so stdout holds only what was asked for.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from jsonargparse import set_parsing_settings
 from lightning import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from gecko_lightning.console import deepspeed_logs_to_stderr
 from gecko_lightning.errors import exit_on_user_error, keep_on_os_error
 from gecko_lightning.module import GeckoModule
 from gecko_lightning.tracking import GeckoSaveConfig, Throughput
@@ -52,35 +53,6 @@ def quiet_integration_tips() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _NoIntegrationTips) for f in logger.filters):
             logger.addFilter(_NoIntegrationTips())
-
-
-# DeepSpeed's logger (deepspeed.utils.logging): named "DeepSpeed", it writes to sys.stdout with this format.
-DEEPSPEED_LOGGER = "DeepSpeed"
-DEEPSPEED_FORMAT = "[%(asctime)s] [%(levelname)s] [%(filename)s:%(lineno)d:%(funcName)s] %(message)s"
-
-
-class _ToStderr(logging.Filter):
-    """Writes each record to the current sys.stderr and keeps it from the logger's own handlers."""
-
-    formatter = logging.Formatter(DEEPSPEED_FORMAT)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        print(self.formatter.format(record), file=sys.stderr, flush=True)
-        return False
-
-
-def deepspeed_logs_to_stderr() -> None:
-    """Send DeepSpeed's log lines to stderr, where Lightning's and ours go.
-
-    DeepSpeed's logger writes to stdout, and importing it on a machine without a GPU logs a warning
-    ("Setting accelerator to CPU"); the DeepSpeed presets import it while the config is parsed, so
-    `gecko fit --config ... --print_config > run.yaml` began with a line that is not YAML. A filter
-    on the logger (created here if DeepSpeed is not imported yet: it adds its handler to the same
-    object) writes each record to stderr and drops it from the stdout handler. Idempotent.
-    """
-    logger = logging.getLogger(DEEPSPEED_LOGGER)
-    if not any(isinstance(f, _ToStderr) for f in logger.filters):
-        logger.addFilter(_ToStderr())
 
 
 def _tokenizer_for_data(model_name_or_path: str, tokenizer: str | None) -> str:

@@ -24,6 +24,7 @@ loading, `gecko export DIR` and `gecko eval --model DIR`. Not exercised: DeepSpe
 """
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -224,6 +225,21 @@ def test_real_converter_reads_the_layout(trained, zero_folder):
     enc = encoder_from_checkpoint(zero_folder)
     for name, tensor in trained.module.encoder.state_dict().items():
         assert torch.equal(enc.state_dict()[name], tensor), name
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed (pip install deepspeed)")
+def test_export_of_a_deepspeed_folder_prints_only_its_report(zero_folder, tmp_path):
+    """`gecko export DIR` imports DeepSpeed to convert the folder; in a fresh process without a GPU that
+    import logs "Setting accelerator to CPU" through a logger writing to stdout. The line must go to
+    stderr, and stdout hold only the command's own report."""
+    # WANDB_MODE=offline (conftest) makes transformers print "Running in WANDB offline mode" to stdout when
+    # sentence-transformers is imported, in any command: not DeepSpeed's doing, so not what this checks.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"} | {"CUDA_VISIBLE_DEVICES": ""}
+    res = subprocess.run([sys.executable, "-m", "gecko_lightning", "export", str(zero_folder), str(tmp_path / "out")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "Setting accelerator to CPU" in res.stderr
+    assert res.stdout.splitlines() == [f"[gecko export] wrote {tmp_path / 'out'}"]
 
 
 def test_checkpoint_weights_load_strictly(trained, tmp_path):
