@@ -21,6 +21,8 @@
 #   mse             margin_mse in place of kl at teacher temperature 1.0 (seed 0)
 #   klt-s0 klt-s1 klt-s2  kl with a sharper teacher: model.teacher_temperature=$KL_T (default 0.25), seeds 0-2
 #   mset-s0 mset-s1 mset-s2  margin_mse with the same sharper teacher, seeds 0-2
+# KL_ARGS adds flags to the klt fits only (e.g. --model.grad_cache_chunk_size=64 for lists of 10 or more);
+# BUILD_ARGS adds flags to the build (e.g. --retrieve.top_n=10).
 # Scores go to $OUT/agree/<variant>.json; a variant already scored is reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,7 +59,7 @@ for v in $VARIANTS; do
     lr100x) extra=(--model.lr=2.0e-3) sts=() ;;
     raw) extra=(--data.init_args.format=plain --data.init_args.query_template="{query}") ;;
     kl-s*) seed=${v#kl-s} extra=(--model.distill=kl --model.teacher_temperature=1.0) ;;
-    klt-s*) seed=${v#klt-s} extra=(--model.distill=kl --model.teacher_temperature="${KL_T:-0.25}") ;;
+    klt-s*) seed=${v#klt-s} extra=(--model.distill=kl --model.teacher_temperature="${KL_T:-0.25}" ${KL_ARGS:-}) ;;
     mset-s*) seed=${v#mset-s} extra=(--model.distill=margin_mse --model.teacher_temperature="${KL_T:-0.25}") ;;
     kl5) extra=(--model.distill=kl --model.teacher_temperature=1.0 --data.init_args.list_size=5) ;;
     mse) extra=(--model.distill=margin_mse --model.teacher_temperature=1.0) ;;
