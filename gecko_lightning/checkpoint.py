@@ -70,8 +70,8 @@ def is_deepspeed_checkpoint(path: str | os.PathLike) -> bool:
 
 def _convert_deepspeed(folder: Path, out_file: Path) -> None:
     try:
-        # The converter and the imports under it print to stdout (its progress, "Processing zero
-        # checkpoint ..."; transformers' "Running in WANDB offline mode"): stderr takes them, so a
+        # The converter prints its progress to stdout ("Processing zero checkpoint ...", "Parsing
+        # checkpoint created by deepspeed=="): stderr takes it, with whatever its imports print, so a
         # command's stdout holds only its own output.
         with contextlib.redirect_stdout(sys.stderr):
             from lightning.pytorch.utilities import deepspeed as lightning_deepspeed
