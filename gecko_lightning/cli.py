@@ -38,7 +38,7 @@ SUMMARIES = {
     "test": "run a config's test loop once, e.g. on --ckpt_path",
     "predict": "run a config's predict loop (LightningCLI)",
     "eval": "score a model on BEIR, STS, classification or MTEB (eval rerank: a build's LLM)",
-    "export": "write a checkpoint as a sentence-transformers folder (ONNX, Hub upload)",
+    "export": "write a checkpoint as a sentence-transformers folder (ONNX, Hub upload, averaging with the base)",
     "sweep": "run sweep.yaml's ablations without a W&B server, or as a Slurm job array",
     "report": "compare finished runs or eval results in a table and a plot",
     "sync": "upload offline W&B runs, then declare their build -> fit -> eval inputs",

@@ -11,6 +11,7 @@ Layout written (sentence-transformers convention, backbone at the root so `AutoM
     onnx/model.onnx [, onnx/model_qint8_<arch>.onnx]     with --onnx [--quantize int8]: the backbone for ONNX Runtime (onnx_export.py)
 The source is a `gecko fit` checkpoint (a .ckpt file or a DeepSpeed folder, read by
 `checkpoint.load_checkpoint`, never by the LightningModule) or a saved/exported folder.
+`--base-weight W` averages the tuned backbone with the base model's weights first (`average_with_base`).
 `--push-to-hub OWNER/NAME` then uploads the folder (`gecko_lightning.hub.upload_folder`).
 Sibling: `gecko_lightning.evaluation.models.load_encoder` reads these folders back.
 """
@@ -143,14 +144,44 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_base_weight(base_weight: float) -> None:
+    if not 0.0 <= base_weight < 1.0:
+        raise UserError(f"--base-weight {base_weight}: expected a number in [0, 1): 0 keeps the tuned weights, "
+                        "0.25 moves them a quarter of the way back to the base model's")
+
+
+def average_with_base(encoder: GeckoEncoder, base: str, base_weight: float) -> None:
+    """In place: every backbone weight becomes `base_weight` x the base model's + (1 - `base_weight`) x the
+    tuned one's (WiSE-FT, Wortsman et al., CVPR 2022: a weight-space ensemble of a fine-tuned model and its
+    start). Integer buffers (position ids) stay the tuned model's. `base` must be the model it was tuned
+    from: the same backbone keys and shapes; a trained projection has no base counterpart and is refused."""
+    check_base_weight(base_weight)
+    if encoder.projection is not None:
+        raise UserError(f"--base-weight: this model has a trained projection ({encoder.projection.in_features} -> "
+                        f"{encoder.dim}), which {base} lacks; weight averaging needs a model without one")
+    tuned = encoder.backbone.state_dict()
+    start = GeckoEncoder.from_pretrained(base).backbone.state_dict()
+    mixed = {}
+    for key, value in tuned.items():
+        other = start.get(key)
+        if other is None or other.shape != value.shape:
+            found = "lacks it" if other is None else f"has shape {tuple(other.shape)}, not {tuple(value.shape)}"
+            raise UserError(f"--base-weight: {base} is not the model this one was tuned from: for the weight {key} it {found}")
+        mixed[key] = torch.lerp(value.float(), other.float(), base_weight).to(value.dtype) if value.is_floating_point() else value
+    encoder.backbone.load_state_dict(mixed, strict=True)
+
+
 def export(source: str | Path, out_dir: str | Path, results: str | None = None, matryoshka_dims: list[int] | None = None,
-           name: str | None = None, overwrite: bool = False, onnx: bool = False, quantize_arch: str | None = None) -> Path:
+           name: str | None = None, overwrite: bool = False, onnx: bool = False, quantize_arch: str | None = None,
+           base_weight: float = 0.0, base: str | None = None) -> Path:
     """Write the folder described in the module docstring; returns it.
 
     The folder is built beside out_dir and swapped in at the end: a bad source or a crash mid-export
     leaves a previous export exactly as it was. `onnx`: also onnx/model.onnx, and with `quantize_arch`
-    its int8 copy for that CPU (`onnx_export.check_flags` names them).
+    its int8 copy for that CPU (`onnx_export.check_flags` names them). `base_weight` > 0: the weights are
+    first averaged with those of `base` (default: the checkpoint's `model_name_or_path`), `average_with_base`.
     """
+    check_base_weight(base_weight)
     if onnx:
         require_onnx()
     source, out_dir = Path(source), Path(out_dir)
@@ -160,6 +191,13 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
     scores, scored = _find_results(results, source)  # a bad results file fails before the model loads
     encoder, hparams, data = load_source(source)
     encoder.eval()
+    averaged = None
+    if base_weight > 0:
+        base = base or hparams.get("model_name_or_path")
+        if not base:
+            raise UserError(f"--base-weight: {source} does not record the model it was tuned from; pass --base NAME_OR_PATH")
+        average_with_base(encoder, base, base_weight)
+        averaged = (base, base_weight)
     dims = sorted(matryoshka_dims or hparams.get("matryoshka_dims") or [], reverse=True)
     name = name or out_dir.name
     meta = metadata(name, hparams.get("model_name_or_path"), data, scores, front_matter(source) if source.is_dir() else None,
@@ -169,7 +207,7 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
     try:
         write_sentence_transformers(encoder, tmp, sentence_transformers_prompts(encoder.text_format))
         onnx_checked = write_onnx(tmp, quantize_arch) if onnx else {}
-        _finish_folder(tmp, encoder, hparams, dims, name, scores, meta, data, onnx_checked)
+        _finish_folder(tmp, encoder, hparams, dims, name, scores, meta, data, onnx_checked, averaged)
         _swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful swap
@@ -177,14 +215,15 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
 
 
 def _finish_folder(out_dir: Path, encoder: GeckoEncoder, hparams: dict, dims: list[int], name: str, results: dict | None,
-                   meta: dict, data: dict, onnx_checked: dict[str, float] | None = None) -> None:
+                   meta: dict, data: dict, onnx_checked: dict[str, float] | None = None,
+                   averaged: tuple[str, float] | None = None) -> None:
     """Add the trained Matryoshka dims to gecko_encoder.json and config.json, and write the model card."""
     _update_json(out_dir / "gecko_encoder.json", matryoshka_dims=dims or None)
     if dims:  # vLLM serves `dimensions` only for a backbone config that lists them (and only those)
         _update_json(out_dir / "config.json", matryoshka_dimensions=dims)
     prompts = json.loads((out_dir / "config_sentence_transformers.json").read_text()).get("prompts", {})
     (out_dir / "README.md").write_text(model_card(name, encoder, hparams, dims, prompts, results, meta, data,
-                                                     onnx_checked))
+                                                     onnx_checked, averaged))
 
 
 def _update_json(path: Path, **values) -> None:
@@ -201,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matryoshka-dims", nargs="+", type=int, default=None, help="override the dims recorded in the checkpoint")
     p.add_argument("--name", default=None, help="model name shown in the card (default: the Hub repo, else the out_dir name)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--base-weight", type=float, default=0.0, metavar="W",
+                   help="average the tuned weights with the base model's: W x base + (1 - W) x tuned (WiSE-FT); "
+                        "0 (default) keeps the tuned weights. Keeps more of what the base knew off the tuned domain")
+    p.add_argument("--base", default=None, metavar="NAME_OR_PATH",
+                   help="with --base-weight: the model it was tuned from (default: the checkpoint's model_name_or_path)")
     p.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME", help="upload the exported folder to this Hub model repository")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     p.add_argument("--onnx", action="store_true", help="also write onnx/model.onnx for ONNX Runtime (needs the onnx extra)")
@@ -214,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.private:
             raise UserError("--private only applies with --push-to-hub OWNER/NAME")
         arch = check_flags(args.onnx, args.quantize, args.quantize_arch)
+        if args.base and not args.base_weight:
+            raise UserError("--base only applies with --base-weight W")
         out = export(args.checkpoint, args.out_dir, args.results, args.matryoshka_dims, args.name or args.push_to_hub, args.overwrite,
-                     onnx=args.onnx, quantize_arch=arch)
+                     onnx=args.onnx, quantize_arch=arch, base_weight=args.base_weight, base=args.base)
         print(f"[gecko export] wrote {out}")
         if args.push_to_hub:
             url = hub.upload_folder(out, args.push_to_hub, repo_type="model", private=args.private)

@@ -140,11 +140,21 @@ def _provenance(meta: dict, base_model: str | None, data: dict) -> str:
     return f"Base model: `{base}`; {lic}.\n\nTraining data:\n{sources}"
 
 
+def _averaged_line(averaged: tuple[str, float] | None) -> str:
+    if not averaged:
+        return ""
+    base, w = averaged
+    return (f"\n\nWeights: {w:g} x `{base}` + {1 - w:g} x the fine-tuned weights "
+            f"(`gecko export --base-weight {w:g}`, a weight-space ensemble as in WiSE-FT).")
+
+
 def model_card(name: str, encoder: GeckoEncoder, hparams: dict, dims: list[int], prompts: dict[str, str],
-               results: dict | None, meta: dict, data: dict | None = None, onnx_checked: dict[str, float] | None = None) -> str:
+               results: dict | None, meta: dict, data: dict | None = None, onnx_checked: dict[str, float] | None = None,
+               averaged: tuple[str, float] | None = None) -> str:
     """README.md: Hub metadata, how to load it, which prompts, which Matryoshka widths, how it was trained and scored.
 
     `onnx_checked`: {ONNX file: its cosine to `encode` at export} (`onnx_export.write_onnx`), listed under Serving.
+    `averaged`: (base, weight) when `gecko export --base-weight` averaged the weights with the base model's.
     """
     template = encoder.text_format or GECKO
     dims_line = ", ".join(map(str, dims)) if dims else f"{encoder.dim} (no Matryoshka training)"
@@ -163,7 +173,7 @@ A Gecko-style text embedder trained with gecko_lightning: {POOLING_WORDS[encoder
 {'a linear projection to ' + str(encoder.dim) + ' dims, ' if encoder.projection is not None else ''}L2 normalisation, cosine similarity.
 Maximum input length: {encoder.max_length} tokens. Embedding width: {encoder.dim}.
 
-{_provenance(meta, hparams.get("model_name_or_path"), data or {})}
+{_provenance(meta, hparams.get("model_name_or_path"), data or {})}{_averaged_line(averaged)}
 
 ## Usage
 

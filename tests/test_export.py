@@ -289,3 +289,90 @@ def test_token_limit_is_where_servers_read_it(tmp_path, tiny_bert):
     out = export(tmp_path / "src", tmp_path / "out")
     assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 64
     assert SentenceTransformer(str(out), device="cpu").max_seq_length == 64
+
+
+def _tuned_checkpoint(tmp_path, tiny_bert, projection_dim=None):
+    """(base folder with weights, a checkpoint whose encoder is that base moved by noise, the tuned backbone)."""
+    from gecko_lightning.module import GeckoModule
+
+    _encoder(tiny_bert).save_pretrained(tmp_path / "base")
+    module = GeckoModule(str(tmp_path / "base"), projection_dim=projection_dim, max_length=64)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in module.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": L.__version__}, ckpt)
+    return tmp_path / "base", ckpt, module.encoder.backbone.state_dict()
+
+
+def _hand_average(base_dir, tuned: dict, w: float) -> dict:
+    """w x base + (1 - w) x tuned, tensor by tensor in float64, from the base folder's own weight file."""
+    from safetensors.torch import load_file
+
+    base = load_file(base_dir / "model.safetensors")
+    return {k: (w * base[k].double() + (1 - w) * v.double()).float() if v.is_floating_point() else v for k, v in tuned.items()}
+
+
+def test_base_weight_averages_the_tuned_weights_with_the_base_models(tmp_path, tiny_bert):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    base_dir, ckpt, tuned = _tuned_checkpoint(tmp_path, tiny_bert)
+    assert main([str(ckpt), str(tmp_path / "out"), "--base-weight", "0.25"]) == 0
+    got = AutoModel.from_pretrained(tmp_path / "out").state_dict()
+    want = _hand_average(base_dir, tuned, 0.25)
+    for key, value in want.items():
+        torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0)
+    assert any(not torch.equal(got[k], tuned[k]) for k in tuned)  # the tuned weights did move
+    # the whole folder embeds as an encoder holding those weights does
+    enc = _encoder(tiny_bert)
+    enc.backbone.load_state_dict(want, strict=False)
+    theirs = SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(TEXTS, convert_to_tensor=True).cpu()
+    torch.testing.assert_close(theirs, enc.encode(TEXTS), atol=1e-5, rtol=0)
+    assert f"Weights: 0.25 x `{base_dir}` + 0.75 x the fine-tuned weights" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_base_weight_with_another_base(tmp_path, tiny_bert):
+    from transformers import AutoModel
+
+    _, ckpt, tuned = _tuned_checkpoint(tmp_path, tiny_bert)
+    torch.manual_seed(7)
+    GeckoEncoder.from_pretrained(tiny_bert, random_init=True, max_length=64).save_pretrained(tmp_path / "other")
+    assert main([str(ckpt), str(tmp_path / "out"), "--base-weight", "0.5", "--base", str(tmp_path / "other")]) == 0
+    got = AutoModel.from_pretrained(tmp_path / "out").state_dict()
+    for key, value in _hand_average(tmp_path / "other", tuned, 0.5).items():
+        torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--base-weight", "1"], "--base-weight 1.0: expected a number in [0, 1)"),
+    (["--base-weight", "-0.1"], "--base-weight -0.1: expected a number in [0, 1)"),
+    (["--base", "BASE"], "--base only applies with --base-weight W"),
+    (["--base-weight", "0.25", "--base", "SMALLER"], "is not the model this one was tuned from: for the weight"),
+    (["--base-weight", "0.25", "--source", "FOLDER"], "does not record the model it was tuned from; pass --base NAME_OR_PATH"),
+    (["--base-weight", "0.25", "--source", "PROJECTED"], "--base-weight: this model has a trained projection"),
+], ids=["one", "negative", "base-alone", "other-architecture", "folder-without-base", "projection"])
+def test_base_weight_bad_input_exits_2_before_writing(tmp_path, tiny_bert, capsys, args, message):
+    base_dir, ckpt, _ = _tuned_checkpoint(tmp_path, tiny_bert)
+    smaller = json.loads((tiny_bert / "config.json").read_text())
+    smaller.update(intermediate_size=smaller["intermediate_size"] // 2)
+    (tmp_path / "smaller").mkdir()
+    (tmp_path / "smaller" / "config.json").write_text(json.dumps(smaller))
+    for f in tiny_bert.iterdir():
+        if f.name != "config.json":
+            (tmp_path / "smaller" / f.name).write_bytes(f.read_bytes())
+    GeckoEncoder.from_pretrained(tmp_path / "smaller", random_init=True).save_pretrained(tmp_path / "smaller-weights")
+    _encoder(tiny_bert, projection_dim=16).save_pretrained(tmp_path / "projected")
+    swap = {"BASE": str(base_dir), "SMALLER": str(tmp_path / "smaller-weights")}
+    sources = {"FOLDER": str(base_dir), "PROJECTED": str(tmp_path / "projected")}
+    source = sources[args[args.index("--source") + 1]] if "--source" in args else str(ckpt)
+    args = [a for i, a in enumerate(args) if a != "--source" and (i == 0 or args[i - 1] != "--source")]
+    if "PROJECTED" in source or source.endswith("projected"):
+        args += ["--base", str(base_dir)]
+    capsys.readouterr()
+    assert main([source, str(tmp_path / "out"), *[swap.get(a, a) for a in args]]) == 2
+    *progress, last = capsys.readouterr().err.splitlines()  # loading the base shows transformers' progress bar first
+    assert last.startswith("gecko export: error: ") and message in last, last
+    assert all(not line or "Loading weights" in line for line in progress), progress
+    assert not (tmp_path / "out").exists()
