@@ -11,7 +11,7 @@ Layout written (sentence-transformers convention, backbone at the root so `AutoM
     onnx/model.onnx [, onnx/model_qint8_<arch>.onnx]     with --onnx [--quantize int8]: the backbone for ONNX Runtime (onnx_export.py)
 The source is a `gecko fit` checkpoint (a .ckpt file or a DeepSpeed folder, read by
 `checkpoint.load_checkpoint`, never by the LightningModule) or a saved/exported folder.
-`--base-weight W` averages the tuned backbone with the base model's weights first (`average_with_base`).
+`--base-weight W` averages the tuned backbone with the base model's weights first (`_average_with_base`).
 `--push-to-hub OWNER/NAME` then uploads the folder (`gecko_lightning.hub.upload_folder`).
 Sibling: `gecko_lightning.evaluation.models.load_encoder` reads these folders back.
 """
@@ -150,12 +150,12 @@ def check_base_weight(base_weight: float) -> None:
                         "0.25 moves them a quarter of the way back to the base model's")
 
 
-def average_with_base(encoder: GeckoEncoder, base: str, base_weight: float) -> None:
+def _average_with_base(encoder: GeckoEncoder, base: str, base_weight: float) -> None:
     """In place: every backbone weight becomes `base_weight` x the base model's + (1 - `base_weight`) x the
     tuned one's (WiSE-FT, Wortsman et al., CVPR 2022: a weight-space ensemble of a fine-tuned model and its
     start). Integer buffers (position ids) stay the tuned model's. `base` must be the model it was tuned
-    from: the same backbone keys and shapes; a trained projection has no base counterpart and is refused."""
-    check_base_weight(base_weight)
+    from: the same backbone keys and shapes; a trained projection has no base counterpart and is refused.
+    `export` has checked `base_weight` (`check_base_weight`) before loading anything."""
     if encoder.projection is not None:
         raise UserError(f"--base-weight: this model has a trained projection ({encoder.projection.in_features} -> "
                         f"{encoder.dim}), which {base} lacks; weight averaging needs a model without one")
@@ -179,7 +179,7 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
     The folder is built beside out_dir and swapped in at the end: a bad source or a crash mid-export
     leaves a previous export exactly as it was. `onnx`: also onnx/model.onnx, and with `quantize_arch`
     its int8 copy for that CPU (`onnx_export.check_flags` names them). `base_weight` > 0: the weights are
-    first averaged with those of `base` (default: the checkpoint's `model_name_or_path`), `average_with_base`.
+    first averaged with those of `base` (default: the checkpoint's `model_name_or_path`), `_average_with_base`.
     """
     check_base_weight(base_weight)
     if onnx:
@@ -196,7 +196,7 @@ def export(source: str | Path, out_dir: str | Path, results: str | None = None, 
         base = base or hparams.get("model_name_or_path")
         if not base:
             raise UserError(f"--base-weight: {source} does not record the model it was tuned from; pass --base NAME_OR_PATH")
-        average_with_base(encoder, base, base_weight)
+        _average_with_base(encoder, base, base_weight)
         averaged = (base, base_weight)
     dims = sorted(matryoshka_dims or hparams.get("matryoshka_dims") or [], reverse=True)
     name = name or out_dir.name

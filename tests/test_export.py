@@ -1,6 +1,7 @@
 """Export round trip: sentence-transformers and transformers load the folder and agree with our embeddings."""
 
 import json
+import shutil
 
 import lightning as L
 import pytest
@@ -345,33 +346,24 @@ def test_base_weight_with_another_base(tmp_path, tiny_bert):
         torch.testing.assert_close(got[key], value, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--base-weight", "1"], "--base-weight 1.0: expected a number in [0, 1)"),
-    (["--base-weight", "-0.1"], "--base-weight -0.1: expected a number in [0, 1)"),
-    (["--base", "BASE"], "--base only applies with --base-weight W"),
-    (["--base-weight", "0.25", "--base", "SMALLER"], "is not the model this one was tuned from: for the weight"),
-    (["--base-weight", "0.25", "--source", "FOLDER"], "does not record the model it was tuned from; pass --base NAME_OR_PATH"),
-    (["--base-weight", "0.25", "--source", "PROJECTED"], "--base-weight: this model has a trained projection"),
+@pytest.mark.parametrize("source, args, message", [
+    ("CKPT", ["--base-weight", "1"], "--base-weight 1.0: expected a number in [0, 1)"),
+    ("CKPT", ["--base-weight", "-0.1"], "--base-weight -0.1: expected a number in [0, 1)"),
+    ("CKPT", ["--base", "BASE"], "--base only applies with --base-weight W"),
+    ("CKPT", ["--base-weight", "0.25", "--base", "SMALLER"], "is not the model this one was tuned from: for the weight"),
+    ("BASE", ["--base-weight", "0.25"], "does not record the model it was tuned from; pass --base NAME_OR_PATH"),
+    ("PROJECTED", ["--base-weight", "0.25", "--base", "BASE"], "--base-weight: this model has a trained projection"),
 ], ids=["one", "negative", "base-alone", "other-architecture", "folder-without-base", "projection"])
-def test_base_weight_bad_input_exits_2_before_writing(tmp_path, tiny_bert, capsys, args, message):
+def test_base_weight_bad_input_exits_2_before_writing(tmp_path, tiny_bert, capsys, source, args, message):
     base_dir, ckpt, _ = _tuned_checkpoint(tmp_path, tiny_bert)
-    smaller = json.loads((tiny_bert / "config.json").read_text())
-    smaller.update(intermediate_size=smaller["intermediate_size"] // 2)
-    (tmp_path / "smaller").mkdir()
-    (tmp_path / "smaller" / "config.json").write_text(json.dumps(smaller))
-    for f in tiny_bert.iterdir():
-        if f.name != "config.json":
-            (tmp_path / "smaller" / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(tiny_bert, tmp_path / "smaller")  # the same backbone with half the feed-forward width
+    config = json.loads((tiny_bert / "config.json").read_text())
+    (tmp_path / "smaller" / "config.json").write_text(json.dumps(config | {"intermediate_size": config["intermediate_size"] // 2}))
     GeckoEncoder.from_pretrained(tmp_path / "smaller", random_init=True).save_pretrained(tmp_path / "smaller-weights")
     _encoder(tiny_bert, projection_dim=16).save_pretrained(tmp_path / "projected")
-    swap = {"BASE": str(base_dir), "SMALLER": str(tmp_path / "smaller-weights")}
-    sources = {"FOLDER": str(base_dir), "PROJECTED": str(tmp_path / "projected")}
-    source = sources[args[args.index("--source") + 1]] if "--source" in args else str(ckpt)
-    args = [a for i, a in enumerate(args) if a != "--source" and (i == 0 or args[i - 1] != "--source")]
-    if "PROJECTED" in source or source.endswith("projected"):
-        args += ["--base", str(base_dir)]
+    paths = {"CKPT": ckpt, "BASE": base_dir, "SMALLER": tmp_path / "smaller-weights", "PROJECTED": tmp_path / "projected"}
     capsys.readouterr()
-    assert main([source, str(tmp_path / "out"), *[swap.get(a, a) for a in args]]) == 2
+    assert main([str(paths[source]), str(tmp_path / "out"), *[str(paths.get(a, a)) for a in args]]) == 2
     *progress, last = capsys.readouterr().err.splitlines()  # loading the base shows transformers' progress bar first
     assert last.startswith("gecko export: error: ") and message in last, last
     assert all(not line or "Loading weights" in line for line in progress), progress
